@@ -1,0 +1,3 @@
+from ghapp.cli import main
+
+raise SystemExit(main())

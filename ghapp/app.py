@@ -1,0 +1,154 @@
+"""Composition root: builds the clients and the aiohttp application from settings; health routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from gidgethub import sansio
+from kubernetes_asyncio import client as k8s
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ghapp import events, logs
+from ghapp.auth import AppAuth
+from ghapp.clock import Clock, SystemClock
+from ghapp.config import Settings
+from ghapp.github import GitHubClient
+from ghapp.kube import KubeClient
+from ghapp.launcher import Launcher
+from ghapp.metrics import Metrics
+from ghapp.sensitive import Secret
+from ghapp.tasks import TaskSet
+from ghapp.webhook import webhook_handler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived collaborators of one running ghapp, built from settings by `start_services`."""
+
+    settings: Settings
+    clock: Clock
+    metrics: Metrics
+    session: aiohttp.ClientSession
+    api_client: k8s.ApiClient
+    github: GitHubClient
+    kube: KubeClient
+    launcher: Launcher
+    tasks: TaskSet
+    ready: bool = field(default=False)
+
+    async def dispatch(self, event: sansio.Event, received_at: float) -> None:
+        """Route one verified event to its handlers (runs after the webhook was answered)."""
+        with logs.bound(delivery_id=event.delivery_id):
+            ctx = events.Context(launcher=self.launcher, metrics=self.metrics, received_at=received_at)
+            await events.router.dispatch(event, ctx)
+
+    def spawn_dispatch(self, event: sansio.Event, received_at: float) -> None:
+        self.tasks.spawn(self.dispatch(event, received_at), name=f"delivery-{event.delivery_id}")
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.api_client.close()
+
+
+async def start_services(
+    settings: Settings,
+    *,
+    kube_configuration: k8s.Configuration,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+) -> Services:
+    """Build every client from validated settings (nothing starts before this, nothing reads config after)."""
+    settings.require_credentials()
+    assert settings.app_id is not None
+    assert settings.private_key is not None
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
+    api_client = k8s.ApiClient(kube_configuration)
+    app_auth = AppAuth(
+        app_id=settings.app_id, private_key_pem=Secret(settings.private_key.get_secret_value()), clock=clock
+    )
+    github = GitHubClient(
+        session=session, api_url=settings.github_api_url, app_auth=app_auth, clock=clock, metrics=metrics
+    )
+    kube = KubeClient(api_client=api_client, namespace=settings.namespace, clock=clock, metrics=metrics)
+    tasks = TaskSet()
+    launcher = Launcher(
+        settings=settings, github=github, kube=kube, metrics=metrics, clock=clock, tasks=tasks
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        metrics=metrics,
+        session=session,
+        api_client=api_client,
+        github=github,
+        kube=kube,
+        launcher=launcher,
+        tasks=tasks,
+    )
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def build_app(services: Services) -> web.Application:
+    """The aiohttp application: ``POST /webhook``, ``/healthz``, ``/readyz``, ``/metrics``."""
+    settings = services.settings
+    assert settings.webhook_secret is not None
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SERVICES] = services
+    app.router.add_post(
+        "/webhook",
+        webhook_handler(
+            secret=settings.webhook_secret.get_secret_value(),
+            max_body_bytes=settings.max_body_bytes,
+            metrics=services.metrics,
+            spawn=services.spawn_dispatch,
+            clock_now=services.clock.now,
+        ),
+    )
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    services.ready = True
+    log.info(
+        "ghapp is serving",
+        extra={"namespace": services.settings.namespace, "pools": [p.name for p in services.settings.pools]},
+    )
+    yield
+    services.ready = False
+    cancelled = await services.tasks.drain(grace=services.settings.shutdown_grace_seconds)
+    if cancelled:
+        log.warning("shutdown cancelled %d unfinished launches; the reconciler will redo them", cancelled)
+    await services.close()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if not services.ready:
+        return web.Response(status=503, text="shutting down\n")
+    if not await services.kube.reachable():
+        return web.Response(status=503, text="kubernetes unreachable\n")
+    return web.Response(text="ready\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[SERVICES].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

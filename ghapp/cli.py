@@ -1,0 +1,154 @@
+"""Command line: ``ghapp serve`` and ``ghapp render`` (parse arguments, build settings, run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from ghapp import __version__, logs, manifests, planner
+from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings
+from ghapp.errors import ConfigError, GhappError
+from ghapp.models import WorkflowJob
+from ghapp.sensitive import Secret
+
+SAMPLE_PAYLOAD = Path(__file__).with_name("data") / "sample-workflow-job.json"
+TOKEN_PLACEHOLDER = "<registration-token>"
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """YAML as people write manifests: no anchors, multi-line strings as literal blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_ManifestDumper.add_representer(str, _str_block)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ghapp",
+        description="A GitHub App that starts one ephemeral self-hosted Actions runner as a Kubernetes Job "
+        "for every queued workflow job. Settings come from GHAPP_* environment variables: "
+        + ", ".join(ENVIRONMENT_VARIABLES)
+        + ".",
+    )
+    parser.add_argument("--version", action="version", version=f"ghapp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="receive webhooks and start runners (needs the App credentials and a cluster)",
+        description="Serve POST /webhook, /healthz, /readyz and /metrics on GHAPP_HOST:GHAPP_PORT. "
+        "Kubernetes access: KUBECONFIG or ~/.kube/config if present, else the pod's service account.",
+    )
+    serve.add_argument(
+        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
+    )
+    render = commands.add_parser(
+        "render",
+        help="print the Secret and Job a queued workflow_job payload would produce (no GitHub, no cluster)",
+        description="Plan a runner for a workflow_job payload and print the Kubernetes manifests as YAML, "
+        "with the registration token replaced by a placeholder. Works offline.",
+    )
+    render.add_argument(
+        "--payload",
+        type=Path,
+        default=SAMPLE_PAYLOAD,
+        help="a workflow_job webhook payload (JSON); default: a bundled sample",
+    )
+    render.add_argument(
+        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(pools_file=args.pools)
+        if args.command == "render":
+            return render(settings, payload_file=args.payload)
+        return serve(settings)
+    except GhappError as exc:
+        print(f"ghapp: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def render(settings: Settings, *, payload_file: Path) -> int:
+    """Print the manifests for one payload; exit 1 (with the reason) if ghapp would not start a runner."""
+    try:
+        payload: Any = json.loads(payload_file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--payload: cannot read {payload_file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--payload: {payload_file} is not JSON: {exc}") from None
+    job = WorkflowJob.from_payload(payload)
+    match planner.plan(job, settings):
+        case planner.Skip(reason):
+            print(f"# no runner for workflow job {job.id}: {reason}")
+            return 1
+        case planner.RunnerPlan() as plan:
+            secret = manifests.runner_secret(plan, credential=Secret(TOKEN_PLACEHOLDER), job_uid="<job-uid>")
+            secret.pop("data")
+            secret["stringData"] = {manifests.TOKEN_KEY: TOKEN_PLACEHOLDER}
+            print(
+                f"# pool {plan.pool.name}, {plan.scope.kind} runner for {plan.scope.key}, runner {plan.name}"
+            )
+            print(
+                yaml.dump_all([secret, manifests.runner_job(plan)], Dumper=_ManifestDumper, sort_keys=False),
+                end="",
+            )
+            return 0
+    raise AssertionError("unreachable")
+
+
+def _kubeconfig_file(settings: Settings) -> str | None:
+    kubeconfig = settings.kubeconfig or str(Path("~/.kube/config").expanduser())
+    return kubeconfig if any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) else None
+
+
+async def kube_configuration(kubeconfig: str | None) -> k8s.Configuration:
+    """Kubernetes access: the `kubeconfig` file(s) if given, else the in-cluster service account."""
+    configuration = k8s.Configuration()
+    if kubeconfig is not None:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as exc:
+            raise ConfigError(f"KUBECONFIG: no kubeconfig file and not in a cluster ({exc})") from None
+    return configuration
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGINT/SIGTERM."""
+    from ghapp.app import build_app, start_services
+
+    settings.require_credentials()
+    kubeconfig = _kubeconfig_file(settings)
+    logs.setup(level=settings.log_level, fmt=settings.log_format)
+
+    async def make_app() -> web.Application:
+        services = await start_services(settings, kube_configuration=await kube_configuration(kubeconfig))
+        return build_app(services)
+
+    web.run_app(make_app(), host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,300 @@
+"""The settings object: environment (``GHAPP_*``) plus the pools file, validated once at start.
+
+This is the only module that reads the environment. Every error names the setting it is about and never
+repeats a secret value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ghapp.errors import ConfigError
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_POOLS_FILE = Path(__file__).with_name("data") / "pools.yaml"
+MAX_POOL_NAME = 30
+"""Pool names end up in label values and object names; 30 leaves room for prefixes and job ids."""
+
+
+def _dns_label(value: str, *, what: str, max_length: int = 63) -> str:
+    if len(value) > max_length or not DNS_LABEL.match(value):
+        raise ValueError(
+            f"{what} must be a DNS label: lowercase letters, digits and '-', at most {max_length} characters"
+        )
+    return value
+
+
+class Pool(BaseModel):
+    """One kind of runner: the labels it registers with, how many may run, and what it runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    """Name of the pool (a DNS label of at most 30 characters); appears in labels and metrics."""
+    labels: tuple[str, ...]
+    """The runner registers with exactly these labels; a job matches when all its labels are among them."""
+    max_runners: int = Field(default=10, ge=1, le=10_000)
+    """Most runners of this pool that may exist at once."""
+    image: str = "ghcr.io/actions/actions-runner:latest"
+    """Runner image; the official image has no entrypoint, ghapp sets the command."""
+    runner_group: str | None = None
+    """Runner group (organisation runners only); default: the organisation's default group."""
+    ttl_seconds_after_finished: int = Field(default=300, ge=0)
+    """How long a finished runner Job stays for inspection before Kubernetes deletes it."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns_label(cls, value: str) -> str:
+        return _dns_label(value, what="name", max_length=MAX_POOL_NAME)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_sane(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("labels must list at least one label")
+        if len(value) > 100:
+            raise ValueError("labels may list at most 100 labels (GitHub's limit)")
+        for label in value:
+            if not label or label != label.strip() or "," in label:
+                raise ValueError(f"label {label!r} must be non-empty, without commas or surrounding spaces")
+        return value
+
+    @property
+    def label_set(self) -> frozenset[str]:
+        """The pool's labels, lower-cased, for matching."""
+        return frozenset(label.lower() for label in self.labels)
+
+
+class PoolsFile(BaseModel):
+    """The shape of ``GHAPP_POOLS_FILE``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pools: tuple[Pool, ...]
+
+    @field_validator("pools")
+    @classmethod
+    def _names_unique(cls, value: tuple[Pool, ...]) -> tuple[Pool, ...]:
+        if not value:
+            raise ValueError("at least one pool is needed")
+        names = [pool.name for pool in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+
+LogFormat = Literal["auto", "text", "json"]
+
+
+class Settings(BaseModel):
+    """Everything ghapp is configured with. Built by `load_settings`; immutable afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_id: str | None = None
+    """GHAPP_APP_ID: the App's id (or client id); the JWT's ``iss``."""
+    private_key: SecretStr | None = None
+    """GHAPP_PRIVATE_KEY / GHAPP_PRIVATE_KEY_FILE: the App's PEM private key."""
+    webhook_secret: SecretStr | None = None
+    """GHAPP_WEBHOOK_SECRET / GHAPP_WEBHOOK_SECRET_FILE: the secret webhooks are signed with."""
+    github_api_url: str = "https://api.github.com"
+    """GHAPP_GITHUB_API_URL: REST API root; ``https://HOST/api/v3`` for GitHub Enterprise Server."""
+    namespace: str = "default"
+    """GHAPP_NAMESPACE: where runner Jobs and Secrets are created."""
+    pools_file: Path = DEFAULT_POOLS_FILE
+    """GHAPP_POOLS_FILE: YAML file of runner pools (default: the bundled sample)."""
+    pools: tuple[Pool, ...] = ()
+    """The pools read from ``pools_file``, in file order."""
+    host: str = "0.0.0.0"
+    """GHAPP_HOST: listen address."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """GHAPP_PORT: listen port."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    """GHAPP_MAX_BODY_BYTES: larger webhook bodies are refused with 413 (GitHub's own cap is 25 MB)."""
+    runner_prefix: str = "ghapp"
+    """GHAPP_RUNNER_PREFIX: start of every runner, Job and Secret name (a DNS label, ≤ 20 characters)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """GHAPP_LOG_LEVEL: least severity logged."""
+    log_format: LogFormat = "auto"
+    """GHAPP_LOG_FORMAT: ``json`` lines, human ``text``, or ``auto`` (text on a terminal, else JSON)."""
+    kubeconfig: str | None = None
+    """KUBECONFIG: kubeconfig file(s); else ~/.kube/config if present, else the in-cluster service account."""
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
+    """GHAPP_SHUTDOWN_GRACE_SECONDS: how long in-flight launches may finish after SIGTERM."""
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://api.github.com or https://HOST/api/v3")
+        return value.rstrip("/")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _dns_label(value, what="namespace")
+
+    @field_validator("runner_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _dns_label(value, what="runner prefix", max_length=20)
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            load_pem_private_key(value.get_secret_value().encode(), password=None)
+        except (ValueError, TypeError):
+            raise ValueError("is not a PEM-encoded, unencrypted private key") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_pools(self) -> Settings:
+        if not self.pools:
+            raise ValueError("no pools configured")
+        return self
+
+    @property
+    def web_url(self) -> str:
+        """The GitHub web root that runners register against (github.com, or the GHES host)."""
+        parts = urlsplit(self.github_api_url)
+        if parts.netloc == "api.github.com":
+            return "https://github.com"
+        if parts.netloc.startswith("api.") and parts.netloc.endswith(".ghe.com"):
+            return f"{parts.scheme}://{parts.netloc.removeprefix('api.')}"
+        path = parts.path.removesuffix("/api/v3")
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    def require_credentials(self) -> None:
+        """Raise `ConfigError` naming every credential setting the server needs and lacks."""
+        missing = [
+            name
+            for name, value in (
+                ("GHAPP_APP_ID", self.app_id),
+                ("GHAPP_PRIVATE_KEY or GHAPP_PRIVATE_KEY_FILE", self.private_key),
+                ("GHAPP_WEBHOOK_SECRET or GHAPP_WEBHOOK_SECRET_FILE", self.webhook_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError("missing required settings: " + "; ".join(missing))
+
+
+# Environment variable → settings field. Secrets have a *_FILE twin.
+_ENV_FIELDS: Mapping[str, str] = {
+    "GHAPP_APP_ID": "app_id",
+    "GHAPP_GITHUB_API_URL": "github_api_url",
+    "GHAPP_NAMESPACE": "namespace",
+    "GHAPP_POOLS_FILE": "pools_file",
+    "GHAPP_HOST": "host",
+    "GHAPP_PORT": "port",
+    "GHAPP_MAX_BODY_BYTES": "max_body_bytes",
+    "GHAPP_RUNNER_PREFIX": "runner_prefix",
+    "GHAPP_LOG_LEVEL": "log_level",
+    "GHAPP_LOG_FORMAT": "log_format",
+    "GHAPP_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "KUBECONFIG": "kubeconfig",
+}
+_SECRET_FIELDS: Mapping[str, str] = {
+    "GHAPP_PRIVATE_KEY": "private_key",
+    "GHAPP_WEBHOOK_SECRET": "webhook_secret",
+}
+_FIELD_ENV = {field: env for env, field in {**_ENV_FIELDS, **_SECRET_FIELDS}.items()}
+ENVIRONMENT_VARIABLES: tuple[str, ...] = (
+    *_ENV_FIELDS,
+    *_SECRET_FIELDS,
+    *(f"{name}_FILE" for name in _SECRET_FIELDS),
+)
+"""Every environment variable ghapp reads (documented in the README)."""
+
+
+def _read_secret(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    path = environ.get(f"{name}_FILE")
+    if value and path:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set only one")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return value or None
+
+
+def _default_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or "default"
+    except OSError:
+        return "default"
+
+
+def read_pools(path: Path) -> tuple[Pool, ...]:
+    """Parse and validate a pools file; errors name the file and the field."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"GHAPP_POOLS_FILE: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"GHAPP_POOLS_FILE: {path} is not valid YAML: {exc}") from None
+    try:
+        return PoolsFile.model_validate(document).pools
+    except ValidationError as exc:
+        raise ConfigError(f"GHAPP_POOLS_FILE: {path}: " + _describe(exc, prefix="")) from None
+
+
+def _describe(exc: ValidationError, *, prefix: str) -> str:
+    """A validation error as text that names the fields and never repeats input values (may be secrets)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{prefix}{location}: {message}" if location else f"{prefix}{message}")
+    return "; ".join(problems)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment (``os.environ`` by default) and the pools file.
+
+    `overrides` are field values that win over the environment (used by CLI flags and tests).
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {field: env[name] for name, field in _ENV_FIELDS.items() if env.get(name)}
+    for name, field in _SECRET_FIELDS.items():
+        secret = _read_secret(env, name)
+        if secret is not None:
+            raw[field] = secret
+    raw.setdefault("namespace", _default_namespace())
+    raw.update({key: value for key, value in overrides.items() if value is not None})
+    pools_file = Path(raw.get("pools_file", DEFAULT_POOLS_FILE))
+    raw["pools"] = read_pools(pools_file)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = _FIELD_ENV.get(field, field or "settings")
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

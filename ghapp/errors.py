@@ -1,0 +1,35 @@
+"""The one exception hierarchy of ghapp.
+
+Messages never contain secret values (keys, webhook secrets, tokens): they name settings, endpoints and ids.
+"""
+
+from __future__ import annotations
+
+
+class GhappError(Exception):
+    """Base class of every error ghapp raises on purpose."""
+
+
+class ConfigError(GhappError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class InvalidPayload(GhappError):
+    """A webhook payload lacks a field ghapp needs, or has it in the wrong shape."""
+
+
+class GitHubError(GhappError):
+    """A GitHub API call failed after the retries it was allowed."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class KubernetesError(GhappError):
+    """A Kubernetes API call failed after the retries it was allowed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

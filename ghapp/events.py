@@ -1,0 +1,110 @@
+"""gidgethub Routers: turn webhook events into calls on the launcher (one router per event family)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gidgethub import routing, sansio
+
+from ghapp import logs, planner
+from ghapp.errors import InvalidPayload
+from ghapp.launcher import Launcher
+from ghapp.metrics import Metrics
+from ghapp.models import WorkflowJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What every handler receives besides the event."""
+
+    launcher: Launcher
+    metrics: Metrics
+    received_at: float
+
+
+workflow_jobs = routing.Router()
+installations = routing.Router()
+
+
+def _parse(event: sansio.Event, ctx: Context) -> WorkflowJob | None:
+    try:
+        job = WorkflowJob.from_payload(event.data)
+    except InvalidPayload as exc:
+        log.warning("workflow_job payload unusable: %s", exc)
+        ctx.metrics.jobs_skipped.labels("invalid-payload").inc()
+        return None
+    ctx.metrics.workflow_jobs.labels(job.action).inc()
+    logs.bind(
+        installation_id=job.installation_id, repository=job.repository.full_name, workflow_job_id=job.id
+    )
+    return job
+
+
+@workflow_jobs.register("workflow_job", action="queued")
+async def on_queued(event: sansio.Event, ctx: Context) -> None:
+    job = _parse(event, ctx)
+    if job is None:
+        return
+    match planner.plan(job, ctx.launcher.settings):
+        case planner.Skip(reason):
+            ctx.metrics.jobs_skipped.labels("no-matching-pool").inc()
+            log.info("not ours: %s", reason, extra={"labels": list(job.labels)})
+        case planner.RunnerPlan() as plan:
+            await ctx.launcher.submit(plan, received_at=ctx.received_at)
+
+
+@workflow_jobs.register("workflow_job", action="in_progress")
+async def on_in_progress(event: sansio.Event, ctx: Context) -> None:
+    job = _parse(event, ctx)
+    if job is not None:
+        log.info("runner took the job", extra={"runner_name": job.runner_name, "runner_id": job.runner_id})
+
+
+@workflow_jobs.register("workflow_job", action="completed")
+async def on_completed(event: sansio.Event, ctx: Context) -> None:
+    job = _parse(event, ctx)
+    if job is None:
+        return
+    if job.runner_name:
+        log.info(
+            "job completed",
+            extra={"conclusion": job.conclusion, "runner_name": job.runner_name, "runner_id": job.runner_id},
+        )
+        return
+    # Cancelled (or failed) before any runner took it: a runner started for it is now surplus.
+    pool = planner.match_pool(job.labels, ctx.launcher.settings.pools)
+    if pool is not None:
+        ctx.metrics.surplus_runners.labels(pool.name).inc()
+        log.info(
+            "job completed without a runner; its runner is surplus",
+            extra={"conclusion": job.conclusion, "pool": pool.name},
+        )
+
+
+@workflow_jobs.register("workflow_job", action="waiting")
+async def on_waiting(event: sansio.Event, ctx: Context) -> None:
+    if _parse(event, ctx) is not None:
+        log.info("job waits for an environment's protection rules")
+
+
+@installations.register("installation")
+@installations.register("installation_repositories")
+async def on_installation(event: sansio.Event, ctx: Context) -> None:
+    installation = event.data.get("installation") or {}
+    account = (installation.get("account") or {}).get("login")
+    log.info(
+        "installation event",
+        extra={
+            "event": event.event,
+            "action": event.data.get("action"),
+            "installation_id": installation.get("id"),
+            "account": account,
+        },
+    )
+
+
+router = routing.Router(workflow_jobs, installations)
+"""Every route ghapp handles."""

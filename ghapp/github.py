@@ -1,0 +1,292 @@
+"""Typed calls to the GitHub REST API that ghapp uses, with retries and rate-limit handling.
+
+One `GitHubClient` per process, on one shared aiohttp session. App calls carry the App's JWT; installation
+calls carry that installation's token from the cache (re-minted once on a 401).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import gidgethub
+from gidgethub import aiohttp as gh_aiohttp
+
+from ghapp import __version__
+from ghapp.auth import AppAuth, InstallationTokens
+from ghapp.cache import Expiring, ExpiringCache
+from ghapp.clock import Clock, parse_timestamp
+from ghapp.errors import GitHubError
+from ghapp.metrics import Metrics
+from ghapp.planner import RunnerScope
+from ghapp.retry import Backoff
+from ghapp.sensitive import Secret
+
+log = logging.getLogger(__name__)
+
+USER_AGENT: Final = f"ghapp/{__version__}"
+REGISTRATION_TOKEN_MARGIN: Final = 600.0
+"""A registration token is reused until this many seconds before it expires."""
+SECONDARY_LIMIT_WAIT: Final = 60.0
+"""GitHub's advice when a secondary limit answer has no retry-after: wait at least a minute."""
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """Status and headers of the last HTTP exchange of one logical call (filled by `_RecordingAPI`)."""
+
+    status: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_exchange: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar("ghapp_exchange", default=None)
+
+
+class _RecordingAPI(gh_aiohttp.GitHubAPI):
+    """gidgethub's aiohttp client, recording each response's status and headers for the caller."""
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        status, response_headers, data = await super()._request(method, url, headers, body)
+        exchange = _exchange.get()
+        if exchange is not None:
+            exchange.status = status
+            exchange.headers = response_headers
+        return status, response_headers, data
+
+
+Auth = Literal["app"] | int
+"""Who a call is made as: the App (JWT) or an installation (its id)."""
+
+
+@dataclass(slots=True)
+class _Window:
+    remaining: int
+    reset_at: float
+
+
+class RateLimits:
+    """The primary rate-limit window last seen per installation (and the App): wait, don't fail."""
+
+    def __init__(self, *, metrics: Metrics) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._metrics = metrics
+
+    def observe(self, bucket: str, headers: Mapping[str, str]) -> None:
+        try:
+            remaining = int(headers["x-ratelimit-remaining"])
+            reset_at = float(headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return
+        self._windows[bucket] = _Window(remaining, reset_at)
+        self._metrics.github_rate_limit_remaining.labels(bucket).set(remaining)
+
+    def wait_needed(self, bucket: str, now: float) -> float:
+        """Seconds to wait before calling as `bucket` (0 unless its window is used up)."""
+        window = self._windows.get(bucket)
+        if window is None or window.remaining > 0 or window.reset_at <= now:
+            return 0.0
+        return window.reset_at - now + 1.0
+
+    def remaining(self, bucket: str) -> int | None:
+        window = self._windows.get(bucket)
+        return None if window is None else window.remaining
+
+
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def endpoint_template(path: str) -> str:
+    """A low-cardinality name for a path, for metrics: numbers become ``{id}``, owners and repos ``{x}``."""
+    path = _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
+    path = re.sub(r"^/orgs/[^/]+", "/orgs/{org}", path)
+    return re.sub(r"^/repos/[^/]+/[^/]+", "/repos/{owner}/{repo}", path)
+
+
+class GitHubClient:
+    """The GitHub REST calls ghapp makes, as typed methods."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        api_url: str,
+        app_auth: AppAuth,
+        clock: Clock,
+        metrics: Metrics,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._api = _RecordingAPI(session, USER_AGENT, base_url=api_url)
+        self._app_auth = app_auth
+        self._clock = clock
+        self._metrics = metrics
+        self._backoff = backoff or Backoff()
+        self.rate_limits = RateLimits(metrics=metrics)
+        self.tokens = InstallationTokens(mint=self._mint_installation_token, clock=clock)
+        self._registration_tokens: ExpiringCache[tuple[int, RunnerScope], Secret] = ExpiringCache(
+            fetch=self._fetch_registration_token, clock=clock, margin=REGISTRATION_TOKEN_MARGIN
+        )
+
+    # -- the calls -------------------------------------------------------------------------------------
+
+    async def registration_token(self, *, installation_id: int, scope: RunnerScope) -> Secret:
+        """A runner registration token for `scope`, shared by all runners until shortly before it expires."""
+        return await self._registration_tokens.get((installation_id, scope))
+
+    async def _fetch_registration_token(self, key: tuple[int, RunnerScope]) -> Expiring[Secret]:
+        installation_id, scope = key
+        data = await self.request(
+            "POST", f"{scope.api_path}/actions/runners/registration-token", auth=installation_id, data={}
+        )
+        return Expiring(Secret(_field(data, "token", str)), parse_timestamp(_field(data, "expires_at", str)))
+
+    async def _mint_installation_token(self, installation_id: int) -> Expiring[Secret]:
+        data = await self.request(
+            "POST", f"/app/installations/{installation_id}/access_tokens", auth="app", data={}
+        )
+        log.info("minted an installation token", extra={"installation_id": installation_id})
+        return Expiring(Secret(_field(data, "token", str)), parse_timestamp(_field(data, "expires_at", str)))
+
+    # -- the machinery ---------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Auth,
+        data: Any = b"",
+        params: Mapping[str, str | int] | None = None,
+    ) -> Any:
+        """One logical call: retried on transient failures, waiting out rate limits; JSON body or None."""
+        body, _ = await self.request_page(method, path, auth=auth, data=data, params=params)
+        return body
+
+    async def request_page(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Auth,
+        data: Any = b"",
+        params: Mapping[str, str | int] | None = None,
+    ) -> tuple[Any, str | None]:
+        """Like `request`, also returning the ``Link: rel="next"`` URL (or None)."""
+        url = path
+        if params:
+            url += "?" + "&".join(f"{key}={value}" for key, value in params.items())
+        endpoint = endpoint_template(path)
+        bucket = "app" if auth == "app" else str(auth)
+        reminted = False
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = self.rate_limits.wait_needed(bucket, self._clock.now())
+            if wait:
+                log.warning(
+                    "GitHub rate limit used up; waiting for the reset",
+                    extra={"installation_id": bucket, "seconds": round(wait, 1)},
+                )
+                await self._clock.sleep(wait)
+            credential = self._app_auth.jwt() if auth == "app" else await self.tokens.get(auth)
+            exchange = _Exchange()
+            reset = _exchange.set(exchange)
+            try:
+                body, more, _status = await self._api._make_request(
+                    method,
+                    url,
+                    {},
+                    data,
+                    gidgethub.sansio.accept_format(),
+                    jwt=credential.reveal() if auth == "app" else None,
+                    oauth_token=None if auth == "app" else credential.reveal(),
+                )
+                self._record(endpoint, exchange, bucket)
+                return body, more
+            except gidgethub.HTTPException as exc:
+                self._record(endpoint, exchange, bucket)
+                status = exc.status_code.value
+                if status == 401 and auth != "app" and not reminted:
+                    log.warning(
+                        "installation token refused (401); minting a new one", extra={"installation_id": auth}
+                    )
+                    self.tokens.invalidate(auth, credential)
+                    reminted = True
+                    continue
+                delay = self._retry_delay(status, exc.headers or {}, _message(exc), attempt)
+                if delay is None or attempt >= self._backoff.attempts:
+                    raise GitHubError(
+                        f"GitHub answered {status} to {method} {endpoint}: {_message(exc)}",
+                        status=status,
+                        endpoint=endpoint,
+                    ) from None
+                failure = f"HTTP {status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._metrics.github_requests.labels(endpoint, "0").inc()
+                if attempt >= self._backoff.attempts:
+                    raise GitHubError(
+                        f"GitHub unreachable for {method} {endpoint}: {type(exc).__name__}", endpoint=endpoint
+                    ) from None
+                delay = self._backoff.delay(attempt)
+                failure = type(exc).__name__
+            finally:
+                _exchange.reset(reset)
+            log.info(
+                "GitHub call failed; retrying",
+                extra={
+                    "endpoint": endpoint,
+                    "failure": failure,
+                    "attempt": attempt,
+                    "seconds": round(delay, 2),
+                },
+            )
+            await self._clock.sleep(delay)
+
+    def _retry_delay(
+        self, status: int, headers: Mapping[str, str], message: str, attempt: int
+    ) -> float | None:
+        """How long to wait before retrying a failed answer, or None when retrying cannot help."""
+        if status >= 500:
+            return self._backoff.delay(attempt)
+        if status in (403, 429):
+            if "retry-after" in headers:
+                try:
+                    return max(1.0, float(headers["retry-after"]))
+                except ValueError:
+                    return SECONDARY_LIMIT_WAIT
+            if headers.get("x-ratelimit-remaining") == "0":
+                reset = float(headers.get("x-ratelimit-reset", "0") or 0)
+                return max(1.0, reset - self._clock.now() + 1.0)
+            if status == 429 or "rate limit" in message.lower():
+                return SECONDARY_LIMIT_WAIT * attempt
+        return None
+
+    def _record(self, endpoint: str, exchange: _Exchange, bucket: str) -> None:
+        self._metrics.github_requests.labels(endpoint, str(exchange.status)).inc()
+        self.rate_limits.observe(bucket, exchange.headers)
+
+
+def _field(data: Any, key: str, kind: type) -> Any:
+    if not isinstance(data, Mapping) or not isinstance(data.get(key), kind):
+        raise GitHubError(f"GitHub's answer lacks '{key}'")
+    return data[key]
+
+
+def _message(exc: gidgethub.HTTPException) -> str:
+    """GitHub's error message (never contains our credentials)."""
+    return str(exc.args[0]) if exc.args else exc.status_code.phrase
+
+
+def next_cursor(link: str | None) -> str | None:
+    """The ``cursor`` query parameter of a ``rel="next"`` URL, for cursor-paginated endpoints."""
+    if not link:
+        return None
+    values = parse_qs(urlsplit(link).query).get("cursor")
+    return values[0] if values else None

@@ -1,0 +1,68 @@
+"""Prometheus metrics, named once. Labels never carry secrets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """All of ghapp's metrics, in a registry of their own (one per app, so tests do not share state)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.webhook_deliveries = Counter(
+            "ghapp_webhook_deliveries",
+            "Webhook deliveries received, by event, action and outcome.",
+            ["event", "action", "outcome"],
+            registry=r,
+        )
+        self.jobs_skipped = Counter(
+            "ghapp_jobs_skipped",
+            "Queued workflow jobs ghapp did not start a runner for, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.runners_launched = Counter(
+            "ghapp_runners_launched",
+            "Runner launches, by pool and outcome (created, exists, failed).",
+            ["pool", "outcome"],
+            registry=r,
+        )
+        self.launch_seconds = Histogram(
+            "ghapp_launch_seconds",
+            "Seconds from webhook received to runner Job created.",
+            ["pool"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.workflow_jobs = Counter(
+            "ghapp_workflow_job_events",
+            "workflow_job events seen, by action (queued, in_progress, completed, waiting).",
+            ["action"],
+            registry=r,
+        )
+        self.surplus_runners = Counter(
+            "ghapp_surplus_runners",
+            "Jobs that completed without ever getting a runner, leaving a surplus runner.",
+            ["pool"],
+            registry=r,
+        )
+        self.github_requests = Counter(
+            "ghapp_github_requests",
+            "GitHub API requests, by endpoint template and HTTP status (0 = no response).",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.github_rate_limit_remaining = Gauge(
+            "ghapp_github_rate_limit_remaining",
+            "Requests left in the current GitHub rate-limit window, by installation ('app' for the JWT).",
+            ["installation"],
+            registry=r,
+        )
+        self.kubernetes_requests = Counter(
+            "ghapp_kubernetes_requests",
+            "Kubernetes API requests, by verb, resource and HTTP status (0 = no response).",
+            ["verb", "resource", "status"],
+            registry=r,
+        )

@@ -1,0 +1,164 @@
+"""Shared fixtures: the fake GitHub, the Kubernetes emulator, and ghapp itself, all on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from ghapp.app import Services, build_app, start_services
+from ghapp.config import Settings, load_settings
+from ghapp.metrics import Metrics
+
+from .fakes.github import FakeGitHub
+from .fakes.kube import KubeEmulator
+from .keys import PRIVATE_KEY_PEM, PUBLIC_KEY_PEM
+
+APP_ID = 12345
+WEBHOOK_SECRET = "it's-a-secret-to-everybody"
+NAMESPACE = "runners"
+ORG_INSTALLATION = 4242  # acme: an organisation
+USER_INSTALLATION = 5151  # alice: a user
+OTHER_ORG_INSTALLATION = 6161  # globex: another organisation
+
+POOLS_YAML = """
+pools:
+  - name: linux
+    labels: [self-hosted, linux, x64]
+    max_runners: 20
+    image: ghcr.io/actions/actions-runner:2.330.0
+  - name: gpu
+    labels: [self-hosted, linux, x64, gpu]
+    max_runners: 2
+"""
+
+
+async def wait_for(predicate: Callable[[], bool], *, within: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` until it holds, failing after `within` seconds (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    fake = FakeGitHub(app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET)
+    fake.add_installation(
+        installation_id=ORG_INSTALLATION,
+        account="acme",
+        account_type="Organization",
+        repositories=["webapp", "api"],
+    )
+    fake.add_installation(
+        installation_id=USER_INSTALLATION, account="alice", account_type="User", repositories=["tools"]
+    )
+    fake.add_installation(
+        installation_id=OTHER_ORG_INSTALLATION,
+        account="globex",
+        account_type="Organization",
+        repositories=["site"],
+    )
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[KubeEmulator]:
+    emulator = KubeEmulator()
+    await emulator.start()
+    yield emulator
+    await emulator.close()
+
+
+@pytest.fixture
+def pools_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pools.yaml"
+    path.write_text(POOLS_YAML)
+    return path
+
+
+@pytest.fixture
+def environ(github: FakeGitHub, pools_file: Path) -> dict[str, str]:
+    """The environment a deployment would set, pointing at the fakes."""
+    return {
+        "GHAPP_APP_ID": str(APP_ID),
+        "GHAPP_PRIVATE_KEY": PRIVATE_KEY_PEM,
+        "GHAPP_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "GHAPP_GITHUB_API_URL": github.api_url,
+        "GHAPP_NAMESPACE": NAMESPACE,
+        "GHAPP_POOLS_FILE": str(pools_file),
+    }
+
+
+@pytest.fixture
+def settings(environ: dict[str, str]) -> Settings:
+    return load_settings(environ)
+
+
+@dataclass
+class Ghapp:
+    """A running ghapp: its services, its HTTP server and helpers to talk to it."""
+
+    services: Services
+    server: TestServer
+    github: FakeGitHub
+    kube: KubeEmulator
+
+    @property
+    def webhook_url(self) -> str:
+        return str(self.server.make_url("/webhook"))
+
+    async def settle(self) -> None:
+        """Wait until every delivery received so far has been fully processed."""
+        await asyncio.wait_for(self.services.tasks.idle(), 30)
+
+    async def queue(self, *, installation_id: int, repository: str, labels: list[str], **kwargs: Any) -> int:
+        """Queue a job in the fake GitHub and deliver its signed ``queued`` webhook; return the job id."""
+        job = self.github.queue_job(
+            installation_id=installation_id, repository=repository, labels=labels, **kwargs
+        )
+        await self.github.deliver("workflow_job", self.github.workflow_job_payload(job["id"], "queued"))
+        return int(job["id"])
+
+    def runner_jobs(self) -> list[dict[str, Any]]:
+        return self.kube.objects("jobs", NAMESPACE)
+
+    def runner_secrets(self) -> list[dict[str, Any]]:
+        return self.kube.objects("secrets", NAMESPACE)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.webhook_url, data=body, headers=headers) as response,
+        ):
+            await response.read()
+            return response
+
+
+async def start_ghapp(settings: Settings, github: FakeGitHub, kube: KubeEmulator, **kwargs: Any) -> Ghapp:
+    services = await start_services(
+        settings, kube_configuration=kube.configuration(), metrics=Metrics(), **kwargs
+    )
+    app: web.Application = build_app(services)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    github.webhook_url = str(server.make_url("/webhook"))
+    return Ghapp(services=services, server=server, github=github, kube=kube)
+
+
+@pytest.fixture
+async def ghapp(settings: Settings, github: FakeGitHub, kube: KubeEmulator) -> AsyncIterator[Ghapp]:
+    running = await start_ghapp(settings, github, kube)
+    yield running
+    await running.server.close()

@@ -1,0 +1,148 @@
+from pathlib import Path
+
+import pytest
+
+from ghapp.config import load_settings
+from ghapp.errors import ConfigError
+
+from .keys import PRIVATE_KEY_PEM
+
+POOLS = """
+pools:
+  - name: linux
+    labels: [self-hosted, linux, x64]
+    max_runners: 20
+    image: ghcr.io/actions/actions-runner:latest
+    runner_group: Default
+  - name: gpu
+    labels: [self-hosted, linux, gpu]
+"""
+
+
+@pytest.fixture
+def pools_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pools.yaml"
+    path.write_text(POOLS)
+    return path
+
+
+def env(pools_file: Path, **extra: str) -> dict[str, str]:
+    return {
+        "GHAPP_APP_ID": "12345",
+        "GHAPP_PRIVATE_KEY": PRIVATE_KEY_PEM,
+        "GHAPP_WEBHOOK_SECRET": "hush-hush",
+        "GHAPP_POOLS_FILE": str(pools_file),
+        "GHAPP_NAMESPACE": "runners",
+        **extra,
+    }
+
+
+def test_full_environment_is_read(pools_file: Path) -> None:
+    settings = load_settings(
+        env(pools_file, GHAPP_PORT="9000", GHAPP_GITHUB_API_URL="https://ghe.example/api/v3/")
+    )
+    assert settings.app_id == "12345"
+    assert settings.port == 9000
+    assert settings.namespace == "runners"
+    assert [pool.name for pool in settings.pools] == ["linux", "gpu"]
+    assert settings.pools[0].runner_group == "Default"
+    assert settings.github_api_url == "https://ghe.example/api/v3"
+    assert settings.web_url == "https://ghe.example"
+    settings.require_credentials()
+
+
+def test_defaults(pools_file: Path) -> None:
+    settings = load_settings({"GHAPP_POOLS_FILE": str(pools_file)})
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert settings.github_api_url == "https://api.github.com"
+    assert settings.web_url == "https://github.com"
+    assert settings.namespace == "default"
+
+
+def test_bundled_pools_file_is_the_default() -> None:
+    settings = load_settings({})
+    assert settings.pools[0].labels == ("self-hosted", "linux", "x64")
+
+
+def test_secrets_from_files(tmp_path: Path, pools_file: Path) -> None:
+    (tmp_path / "key.pem").write_text(PRIVATE_KEY_PEM)
+    (tmp_path / "secret").write_text("from-a-file\n")
+    environ = env(
+        pools_file,
+        GHAPP_PRIVATE_KEY_FILE=str(tmp_path / "key.pem"),
+        GHAPP_WEBHOOK_SECRET_FILE=str(tmp_path / "secret"),
+    )
+    del environ["GHAPP_PRIVATE_KEY"], environ["GHAPP_WEBHOOK_SECRET"]
+    settings = load_settings(environ)
+    assert settings.webhook_secret is not None
+    assert settings.webhook_secret.get_secret_value() == "from-a-file"
+
+
+def test_missing_credentials_are_named(pools_file: Path) -> None:
+    settings = load_settings({"GHAPP_POOLS_FILE": str(pools_file)})
+    with pytest.raises(ConfigError) as error:
+        settings.require_credentials()
+    message = str(error.value)
+    assert "GHAPP_APP_ID" in message
+    assert "GHAPP_PRIVATE_KEY" in message
+    assert "GHAPP_WEBHOOK_SECRET" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GHAPP_PORT", "eighty"),
+        ("GHAPP_PORT", "70000"),
+        ("GHAPP_NAMESPACE", "Not_A_Namespace"),
+        ("GHAPP_GITHUB_API_URL", "ftp://example"),
+        ("GHAPP_LOG_FORMAT", "xml"),
+    ],
+)
+def test_bad_values_are_named(pools_file: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(pools_file, **{name: value}))
+
+
+def test_bad_private_key_is_named_but_not_echoed(pools_file: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(pools_file, GHAPP_PRIVATE_KEY="not-a-key-but-secret-text"))
+    assert "GHAPP_PRIVATE_KEY" in str(error.value)
+    assert "not-a-key-but-secret-text" not in str(error.value)
+
+
+def test_secret_and_file_both_set_is_an_error(tmp_path: Path, pools_file: Path) -> None:
+    (tmp_path / "secret").write_text("x")
+    with pytest.raises(ConfigError, match="GHAPP_WEBHOOK_SECRET_FILE"):
+        load_settings(env(pools_file, GHAPP_WEBHOOK_SECRET_FILE=str(tmp_path / "secret")))
+
+
+def test_unreadable_secret_file(pools_file: Path) -> None:
+    with pytest.raises(ConfigError, match="GHAPP_WEBHOOK_SECRET_FILE"):
+        load_settings(env(pools_file, GHAPP_WEBHOOK_SECRET_FILE="/nonexistent/secret"))
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("pools: []", "at least one pool"),
+        ("pools:\n  - name: Bad_Name\n    labels: [a]", "pools.0.name"),
+        ("pools:\n  - name: x\n    labels: []", "pools.0.labels"),
+        ("pools:\n  - name: x\n    labels: [a]\n    max_runners: 0", "pools.0.max_runners"),
+        ("pools:\n  - name: x\n    labels: [a]\n    colour: blue", "pools.0.colour"),
+        ("pools:\n  - {name: x, labels: [a]}\n  - {name: x, labels: [b]}", "repeated: x"),
+        ("pools: [unclosed", "not valid YAML"),
+        ("pools:\n  - name: a-very-long-pool-name-that-is-too-long\n    labels: [a]", "pools.0.name"),
+    ],
+)
+def test_pools_file_errors_name_the_field(tmp_path: Path, document: str, expected: str) -> None:
+    path = tmp_path / "pools.yaml"
+    path.write_text(document)
+    with pytest.raises(ConfigError) as error:
+        load_settings({"GHAPP_POOLS_FILE": str(path)})
+    assert "GHAPP_POOLS_FILE" in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_missing_pools_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="GHAPP_POOLS_FILE: cannot read"):
+        load_settings({"GHAPP_POOLS_FILE": str(tmp_path / "nope.yaml")})
