@@ -17,9 +17,13 @@ from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
 from ghapp.github import GitHubClient
+from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
 from ghapp.launcher import Launcher
+from ghapp.leader import LeaderElector
+from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
+from ghapp.reconciler import Activity, Reconciler
 from ghapp.sensitive import Secret
 from ghapp.tasks import TaskSet
 from ghapp.webhook import webhook_handler
@@ -38,15 +42,42 @@ class Services:
     api_client: k8s.ApiClient
     github: GitHubClient
     kube: KubeClient
+    inventory: Inventory
     launcher: Launcher
+    activity: Activity
+    reconciler: Reconciler
+    elector: LeaderElector
     tasks: TaskSet
+    """Work started by webhooks (launches); drained on shutdown."""
+    background: TaskSet = field(default_factory=TaskSet)
+    """Long-running loops (watch, leader election); cancelled on shutdown."""
     ready: bool = field(default=False)
 
     async def dispatch(self, event: sansio.Event, received_at: float) -> None:
         """Route one verified event to its handlers (runs after the webhook was answered)."""
         with logs.bound(delivery_id=event.delivery_id):
-            ctx = events.Context(launcher=self.launcher, metrics=self.metrics, received_at=received_at)
+            ctx = events.Context(
+                launcher=self.launcher, metrics=self.metrics, activity=self.activity, received_at=received_at
+            )
             await events.router.dispatch(event, ctx)
+
+    async def start(self, *, reconcile: bool = True) -> None:
+        """Rebuild state from the cluster, then keep it current and campaign for the reconciler's lease."""
+        await self.inventory.sync()
+        self.background.spawn(self.inventory.run(), name="watch-runner-jobs")
+        if reconcile:
+            self.background.spawn(self.elector.run(self.reconciler.run_forever), name="leader-election")
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Graceful shutdown: not ready, stop the reconciler and release its lease, finish launches, close."""
+        self.ready = False
+        await self.background.drain(grace=0)
+        await self.elector.release()
+        cancelled = await self.tasks.drain(grace=self.settings.shutdown_grace_seconds)
+        if cancelled:
+            log.warning("shutdown cancelled %d unfinished launches; the reconciler will redo them", cancelled)
+        await self.close()
 
     def spawn_dispatch(self, event: sansio.Event, received_at: float) -> None:
         self.tasks.spawn(self.dispatch(event, received_at), name=f"delivery-{event.delivery_id}")
@@ -79,8 +110,41 @@ async def start_services(
     )
     kube = KubeClient(api_client=api_client, namespace=settings.namespace, clock=clock, metrics=metrics)
     tasks = TaskSet()
+    inventory = Inventory(kube=kube, clock=clock, metrics=metrics)
+    limiter = Limiter(
+        inventory=inventory,
+        pool_limits={pool.name: pool.max_runners for pool in settings.pools},
+        global_limit=settings.max_runners,
+        weights=settings.installation_weights,
+    )
     launcher = Launcher(
-        settings=settings, github=github, kube=kube, metrics=metrics, clock=clock, tasks=tasks
+        settings=settings,
+        github=github,
+        kube=kube,
+        inventory=inventory,
+        limiter=limiter,
+        metrics=metrics,
+        clock=clock,
+        tasks=tasks,
+    )
+    activity = Activity()
+    reconciler = Reconciler(
+        settings=settings,
+        github=github,
+        kube=kube,
+        inventory=inventory,
+        launcher=launcher,
+        activity=activity,
+        clock=clock,
+        metrics=metrics,
+    )
+    elector = LeaderElector(
+        kube=kube,
+        name=settings.lease_name,
+        identity=settings.identity,
+        duration=settings.lease_duration_seconds,
+        clock=clock,
+        metrics=metrics,
     )
     return Services(
         settings=settings,
@@ -90,7 +154,11 @@ async def start_services(
         api_client=api_client,
         github=github,
         kube=kube,
+        inventory=inventory,
         launcher=launcher,
+        activity=activity,
+        reconciler=reconciler,
+        elector=elector,
         tasks=tasks,
     )
 
@@ -98,12 +166,17 @@ async def start_services(
 SERVICES = web.AppKey("services", Services)
 
 
-def build_app(services: Services) -> web.Application:
+RECONCILE = web.AppKey("reconcile", bool)
+
+
+def build_app(services: Services, *, reconcile: bool = True) -> web.Application:
     """The aiohttp application: ``POST /webhook``, ``/healthz``, ``/readyz``, ``/metrics``."""
     settings = services.settings
     assert settings.webhook_secret is not None
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
+    app[RECONCILE] = reconcile
+    app.on_shutdown.append(_not_ready)
     app.router.add_post(
         "/webhook",
         webhook_handler(
@@ -123,17 +196,18 @@ def build_app(services: Services) -> web.Application:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    services.ready = True
+    await services.start(reconcile=app[RECONCILE])
     log.info(
         "ghapp is serving",
         extra={"namespace": services.settings.namespace, "pools": [p.name for p in services.settings.pools]},
     )
     yield
-    services.ready = False
-    cancelled = await services.tasks.drain(grace=services.settings.shutdown_grace_seconds)
-    if cancelled:
-        log.warning("shutdown cancelled %d unfinished launches; the reconciler will redo them", cancelled)
-    await services.close()
+    await services.stop()
+    log.info("ghapp stopped")
+
+
+async def _not_ready(app: web.Application) -> None:
+    app[SERVICES].ready = False
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -136,6 +136,28 @@ class Settings(BaseModel):
     """GHAPP_LOG_LEVEL: least severity logged."""
     log_format: LogFormat = "auto"
     """GHAPP_LOG_FORMAT: ``json`` lines, human ``text``, or ``auto`` (text on a terminal, else JSON)."""
+    max_runners: Annotated[int, Field(ge=1)] | None = None
+    """GHAPP_MAX_RUNNERS: most runners of all pools together (default: only the pools' own limits)."""
+    installation_weights: dict[int, Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)
+    """GHAPP_INSTALLATION_WEIGHTS: ``ID=WEIGHT,…``; weight w gets w jobs per round-robin turn."""
+    reconcile_interval_seconds: Annotated[float, Field(ge=1)] = 60.0
+    """GHAPP_RECONCILE_INTERVAL_SECONDS: pause between two reconcile passes of the leader."""
+    redelivery_lookback_seconds: Annotated[float, Field(ge=60, le=3 * 86400)] = 6 * 3600.0
+    """GHAPP_REDELIVERY_LOOKBACK_SECONDS: how far back a first pass looks for failed deliveries."""
+    reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """GHAPP_RECONCILE_RATE_SHARE: most of an installation's remaining rate limit one pass may spend."""
+    activity_ttl_seconds: Annotated[float, Field(ge=60)] = 24 * 3600.0
+    """GHAPP_ACTIVITY_TTL_SECONDS: how long a repository counts as active after its last webhook."""
+    idle_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
+    """GHAPP_IDLE_GRACE_SECONDS: a runner this young is never removed as idle surplus."""
+    registration_timeout_seconds: Annotated[float, Field(ge=30)] = 900.0
+    """GHAPP_REGISTRATION_TIMEOUT_SECONDS: a runner Job whose runner has not registered by then is deleted."""
+    lease_name: str = "ghapp-reconciler"
+    """GHAPP_LEASE_NAME: the Lease that elects the replica running the reconciler."""
+    lease_duration_seconds: Annotated[float, Field(ge=1)] = 15.0
+    """GHAPP_LEASE_DURATION_SECONDS: how long a leader's lease lasts without renewal."""
+    identity: str = "ghapp"
+    """POD_NAME or HOSTNAME: this replica's name in the Lease."""
     kubeconfig: str | None = None
     """KUBECONFIG: kubeconfig file(s); else ~/.kube/config if present, else the in-cluster service account."""
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
@@ -148,6 +170,24 @@ class Settings(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as https://api.github.com or https://HOST/api/v3")
         return value.rstrip("/")
+
+    @field_validator("installation_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        weights: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            installation, sep, weight = item.partition("=")
+            if not sep:
+                raise ValueError("must look like INSTALLATION_ID=WEIGHT,INSTALLATION_ID=WEIGHT")
+            weights[installation.strip()] = weight.strip()
+        return weights
+
+    @field_validator("lease_name")
+    @classmethod
+    def _lease_name(cls, value: str) -> str:
+        return _dns_label(value, what="lease name")
 
     @field_validator("namespace")
     @classmethod
@@ -216,6 +256,17 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_LOG_FORMAT": "log_format",
     "GHAPP_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
     "KUBECONFIG": "kubeconfig",
+    "GHAPP_MAX_RUNNERS": "max_runners",
+    "GHAPP_INSTALLATION_WEIGHTS": "installation_weights",
+    "GHAPP_RECONCILE_INTERVAL_SECONDS": "reconcile_interval_seconds",
+    "GHAPP_REDELIVERY_LOOKBACK_SECONDS": "redelivery_lookback_seconds",
+    "GHAPP_RECONCILE_RATE_SHARE": "reconcile_rate_share",
+    "GHAPP_ACTIVITY_TTL_SECONDS": "activity_ttl_seconds",
+    "GHAPP_IDLE_GRACE_SECONDS": "idle_grace_seconds",
+    "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "registration_timeout_seconds",
+    "GHAPP_LEASE_NAME": "lease_name",
+    "GHAPP_LEASE_DURATION_SECONDS": "lease_duration_seconds",
+    "POD_NAME": "identity",
 }
 _SECRET_FIELDS: Mapping[str, str] = {
     "GHAPP_PRIVATE_KEY": "private_key",
@@ -286,6 +337,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if secret is not None:
             raw[field] = secret
     raw.setdefault("namespace", _default_namespace())
+    raw.setdefault("identity", env.get("HOSTNAME") or f"ghapp-{os.getpid()}")
     raw.update({key: value for key, value in overrides.items() if value is not None})
     pools_file = Path(raw.get("pools_file", DEFAULT_POOLS_FILE))
     raw["pools"] = read_pools(pools_file)

@@ -12,6 +12,7 @@ from ghapp.errors import InvalidPayload
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
+from ghapp.reconciler import Activity
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Context:
 
     launcher: Launcher
     metrics: Metrics
+    activity: Activity
     received_at: float
 
 
@@ -37,6 +39,9 @@ def _parse(event: sansio.Event, ctx: Context) -> WorkflowJob | None:
         ctx.metrics.jobs_skipped.labels("invalid-payload").inc()
         return None
     ctx.metrics.workflow_jobs.labels(job.action).inc()
+    ctx.activity.touch(
+        installation_id=job.installation_id, repository=job.repository.full_name, now=ctx.received_at
+    )
     logs.bind(
         installation_id=job.installation_id, repository=job.repository.full_name, workflow_job_id=job.id
     )
@@ -53,7 +58,7 @@ async def on_queued(event: sansio.Event, ctx: Context) -> None:
             ctx.metrics.jobs_skipped.labels("no-matching-pool").inc()
             log.info("not ours: %s", reason, extra={"labels": list(job.labels)})
         case planner.RunnerPlan() as plan:
-            await ctx.launcher.submit(plan, received_at=ctx.received_at)
+            ctx.launcher.submit(plan, received_at=ctx.received_at)
 
 
 @workflow_jobs.register("workflow_job", action="in_progress")
@@ -68,6 +73,7 @@ async def on_completed(event: sansio.Event, ctx: Context) -> None:
     job = _parse(event, ctx)
     if job is None:
         return
+    ctx.launcher.cancel(job.id)
     if job.runner_name:
         log.info(
             "job completed",

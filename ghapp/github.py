@@ -154,6 +154,80 @@ class GitHubClient:
         log.info("minted an installation token", extra={"installation_id": installation_id})
         return Expiring(Secret(_field(data, "token", str)), parse_timestamp(_field(data, "expires_at", str)))
 
+    async def deliveries(self, *, since: float, max_pages: int = 50) -> list[dict[str, Any]]:
+        """The App's webhook deliveries (newest first) delivered at or after `since` (epoch seconds)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, str | int] = {"per_page": 100}
+        for _ in range(max_pages):
+            page, link = await self.request_page("GET", "/app/hook/deliveries", auth="app", params=params)
+            items = [item for item in page or [] if isinstance(item, dict)]
+            fresh = [item for item in items if _delivered_at(item) >= since]
+            found.extend(fresh)
+            cursor = next_cursor(link)
+            if not cursor or len(fresh) < len(items):
+                break
+            params = {"per_page": 100, "cursor": cursor}
+        return found
+
+    async def redeliver(self, delivery_id: int) -> None:
+        """Ask GitHub to send a delivery again (same GUID)."""
+        await self.request("POST", f"/app/hook/deliveries/{delivery_id}/attempts", auth="app", data={})
+
+    async def queued_runs(self, *, installation_id: int, repository: str) -> list[dict[str, Any]]:
+        """Workflow runs of `repository` whose status is queued (first 100)."""
+        data = await self.request(
+            "GET",
+            f"/repos/{repository}/actions/runs",
+            auth=installation_id,
+            params={"status": "queued", "per_page": 100},
+        )
+        runs = data.get("workflow_runs") if isinstance(data, dict) else None
+        return [run for run in runs or [] if isinstance(run, dict)]
+
+    async def run_jobs(self, *, installation_id: int, repository: str, run_id: int) -> list[dict[str, Any]]:
+        """The jobs of a workflow run's latest attempt (first 100)."""
+        data = await self.request(
+            "GET",
+            f"/repos/{repository}/actions/runs/{run_id}/jobs",
+            auth=installation_id,
+            params={"filter": "latest", "per_page": 100},
+        )
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        return [job for job in jobs or [] if isinstance(job, dict)]
+
+    async def runners(self, *, installation_id: int, scope: RunnerScope) -> list[dict[str, Any]]:
+        """Every self-hosted runner registered in `scope` (all pages)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            data = await self.request(
+                "GET",
+                f"{scope.api_path}/actions/runners",
+                auth=installation_id,
+                params={"per_page": 100, "page": page},
+            )
+            runners = [
+                r
+                for r in (data.get("runners") if isinstance(data, dict) else None) or []
+                if isinstance(r, dict)
+            ]
+            found.extend(runners)
+            if len(runners) < 100:
+                return found
+            page += 1
+
+    async def remove_runner(self, *, installation_id: int, scope: RunnerScope, runner_id: int) -> bool:
+        """Deregister a runner; False if GitHub refuses as it is running a job (422), or it is gone (404)."""
+        try:
+            await self.request(
+                "DELETE", f"{scope.api_path}/actions/runners/{runner_id}", auth=installation_id
+            )
+        except GitHubError as exc:
+            if exc.status in (404, 422):
+                return False
+            raise
+        return True
+
     # -- the machinery ---------------------------------------------------------------------------------
 
     async def request(
@@ -282,6 +356,14 @@ def _field(data: Any, key: str, kind: type) -> Any:
 def _message(exc: gidgethub.HTTPException) -> str:
     """GitHub's error message (never contains our credentials)."""
     return str(exc.args[0]) if exc.args else exc.status_code.phrase
+
+
+def _delivered_at(item: Mapping[str, Any]) -> float:
+    value = item.get("delivered_at")
+    try:
+        return parse_timestamp(value) if isinstance(value, str) else 0.0
+    except ValueError:
+        return 0.0
 
 
 def next_cursor(link: str | None) -> str | None:

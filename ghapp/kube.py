@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -22,7 +23,7 @@ from ghapp.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-Resource = Literal["jobs", "secrets", "pods"]
+Resource = Literal["jobs", "secrets", "pods", "leases"]
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
@@ -42,7 +43,22 @@ COLLECTIONS: Final[dict[str, str]] = {
     "jobs": "/apis/batch/v1/namespaces/{namespace}/jobs",
     "secrets": "/api/v1/namespaces/{namespace}/secrets",
     "pods": "/api/v1/namespaces/{namespace}/pods",
+    "leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
 }
+WATCH_SECONDS: Final = 240
+"""Server-side timeout of one watch request; the watch is simply renewed after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change seen by a watch: ADDED, MODIFIED or DELETED, and the object after it."""
+
+    type: str
+    object: dict[str, Any]
+
+
+class Expired(KubernetesError):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
 
 
 class KubeClient:
@@ -106,6 +122,72 @@ class KubeClient:
             "delete", resource, name=name, body={"propagationPolicy": "Background"}, accept=(200, 202, 404)
         )
         return answer.status != 404
+
+    async def create(self, resource: Resource, body: dict[str, Any]) -> Answer:
+        """Create any object; the answer is 201 or 409 (exists), anything else raises."""
+        return await self._call("create", resource, body=body, accept=(201, 409))
+
+    async def replace(self, resource: Resource, body: dict[str, Any]) -> Answer:
+        """Replace an object (optimistic: 409 when its resourceVersion is stale); 200 or 409."""
+        return await self._call(
+            "update", resource, name=body["metadata"]["name"], body=body, accept=(200, 409)
+        )
+
+    async def watch(self, resource: Resource, *, resource_version: str) -> AsyncIterator[WatchEvent]:
+        """Changes to ghapp's runner objects after `resource_version`, until the server ends the watch.
+
+        Raises `Expired` when the version is too old, `KubernetesError` when the stream breaks.
+        """
+        path = COLLECTIONS[resource].format(namespace=self.namespace)
+        query = {
+            "labelSelector": RUNNER_SELECTOR,
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": WATCH_SECONDS,
+        }
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list(query.items()),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_SECONDS + 30),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._metrics.kubernetes_requests.labels("watch", resource, "0").inc()
+            raise KubernetesError(f"Kubernetes watch {resource} failed: {type(exc).__name__}") from None
+        self._metrics.kubernetes_requests.labels("watch", resource, str(response.status)).inc()
+        try:
+            if response.status == 410:
+                raise Expired("watch expired", status=410)
+            if response.status != 200:
+                raise KubernetesError(
+                    f"Kubernetes watch {resource} failed: HTTP {response.status}", status=response.status
+                )
+            while True:
+                try:
+                    line = await response.content.readline()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise KubernetesError(
+                        f"Kubernetes watch {resource} broke: {type(exc).__name__}"
+                    ) from None
+                if not line:
+                    return
+                event = _json(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Expired("watch expired", status=410)
+                    raise KubernetesError(
+                        f"Kubernetes watch {resource} error: {obj.get('message')}", status=obj.get("code")
+                    )
+                if isinstance(kind, str):
+                    yield WatchEvent(kind, obj)
+        finally:
+            response.release()
 
     async def reachable(self) -> bool:
         """True if the API server answers a cheap, permitted request (a one-item list of runner Jobs)."""

@@ -60,6 +60,26 @@ class Metrics:
             ["installation"],
             registry=r,
         )
+        self.runner_jobs = Gauge(
+            "ghapp_runner_jobs",
+            "Runner Jobs in the cluster, by pool and state (active, finished, failed, deleting).",
+            ["pool", "state"],
+            registry=r,
+        )
+        self.queue_length = Gauge(
+            "ghapp_queue_length", "Queued workflow jobs waiting for capacity, by pool.", ["pool"], registry=r
+        )
+        self.reconcile_passes = Counter(
+            "ghapp_reconcile_passes", "Reconcile passes, by outcome (ok, failed).", ["outcome"], registry=r
+        )
+        self.reconcile_fixes = Counter(
+            "ghapp_reconcile_fixes",
+            "What reconcile passes fixed, by action (redelivered, launched, surplus_removed, "
+            "orphan_job_deleted, orphan_runner_removed, orphan_secret_deleted).",
+            ["action"],
+            registry=r,
+        )
+        self.leader = Gauge("ghapp_leader", "1 while this replica holds the reconciler lease.", registry=r)
         self.kubernetes_requests = Counter(
             "ghapp_kubernetes_requests",
             "Kubernetes API requests, by verb, resource and HTTP status (0 = no response).",

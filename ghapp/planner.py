@@ -27,6 +27,17 @@ class RunnerScope:
             return cls(kind="org", owner=job.repository.owner)
         return cls(kind="repo", owner=job.repository.owner, repo=job.repository.name)
 
+    @classmethod
+    def parse(cls, key: str) -> RunnerScope | None:
+        """The inverse of `key`; None for text that is not a scope key."""
+        kind, _, rest = key.partition(":")
+        if kind == "org" and rest and "/" not in rest:
+            return cls(kind="org", owner=rest)
+        owner, _, repo = rest.partition("/")
+        if kind == "repo" and owner and repo and "/" not in repo:
+            return cls(kind="repo", owner=owner, repo=repo)
+        return None
+
     @property
     def api_path(self) -> str:
         """The REST path prefix of this scope's runner endpoints."""

@@ -146,11 +146,14 @@ class Ghapp:
             return response
 
 
-async def start_ghapp(settings: Settings, github: FakeGitHub, kube: KubeEmulator, **kwargs: Any) -> Ghapp:
+async def start_ghapp(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, *, reconcile: bool = False, **kwargs: Any
+) -> Ghapp:
+    """Start ghapp on loopback; the leader-elected reconciler loop only when asked (tests usually run passes)."""
     services = await start_services(
         settings, kube_configuration=kube.configuration(), metrics=Metrics(), **kwargs
     )
-    app: web.Application = build_app(services)
+    app: web.Application = build_app(services, reconcile=reconcile)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     github.webhook_url = str(server.make_url("/webhook"))

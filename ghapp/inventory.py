@@ -1,0 +1,177 @@
+"""The cluster's runner Jobs as ghapp last saw them: rebuilt from a list, kept current by a watch.
+
+This is a cache of the truth (the API server), never the truth itself: it can be thrown away and rebuilt at
+any time, and a restart starts with a fresh list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ghapp import manifests
+from ghapp.clock import Clock, parse_timestamp
+from ghapp.errors import KubernetesError
+from ghapp.kube import Expired, KubeClient
+from ghapp.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerJob:
+    """What ghapp needs to know about one runner Job."""
+
+    name: str
+    uid: str
+    pool: str
+    installation_id: int
+    workflow_job_id: int
+    scope: str
+    repository: str
+    created_at: float
+    finished: bool
+    failed: bool
+    deleting: bool
+    runner_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Counts against capacity: not finished and not being deleted."""
+        return not (self.finished or self.deleting)
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> RunnerJob | None:
+        """Parse a Job object; None if it is not one of ghapp's runner Jobs."""
+        metadata = obj.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        status = obj.get("status") or {}
+        try:
+            installation_id = int(labels[manifests.INSTALLATION_LABEL])
+            workflow_job_id = int(labels[manifests.JOB_ID_LABEL])
+            pool = labels[manifests.POOL_LABEL]
+        except (KeyError, ValueError):
+            return None
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        failed = bool(status.get("failed")) or conditions.get("Failed") == "True"
+        succeeded = bool(status.get("succeeded")) or conditions.get("Complete") == "True"
+        created = metadata.get("creationTimestamp")
+        runner_id = annotations.get(manifests.RUNNER_ID_ANNOTATION)
+        return cls(
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            pool=str(pool),
+            installation_id=installation_id,
+            workflow_job_id=workflow_job_id,
+            scope=str(annotations.get(manifests.SCOPE_ANNOTATION, "")),
+            repository=str(annotations.get(manifests.REPOSITORY_ANNOTATION, "")),
+            created_at=parse_timestamp(created) if isinstance(created, str) else 0.0,
+            finished=failed or succeeded,
+            failed=failed,
+            deleting=bool(metadata.get("deletionTimestamp")),
+            runner_id=int(runner_id) if isinstance(runner_id, str) and runner_id.isdigit() else None,
+        )
+
+
+class Inventory:
+    """ghapp's runner Jobs by name, from list + watch; listeners are told after every change."""
+
+    def __init__(self, *, kube: KubeClient, clock: Clock, metrics: Metrics) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._metrics = metrics
+        self.jobs: dict[str, RunnerJob] = {}
+        self._version = ""
+        self._listeners: list[Callable[[], None]] = []
+        self.synced = asyncio.Event()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (synchronously) after every change."""
+        self._listeners.append(listener)
+
+    def active(self, pool: str | None = None) -> list[RunnerJob]:
+        """Jobs that count against capacity, of one pool or all."""
+        return [j for j in self.jobs.values() if j.active and (pool is None or j.pool == pool)]
+
+    def by_workflow_job(self, workflow_job_id: int) -> RunnerJob | None:
+        return next((j for j in self.jobs.values() if j.workflow_job_id == workflow_job_id), None)
+
+    async def sync(self) -> None:
+        """Replace what is known with a fresh list from the API server."""
+        objects, self._version = await self._kube.list("jobs")
+        self.jobs = {job.name: job for job in self._parse(objects)}
+        self.synced.set()
+        log.info("runner Jobs listed", extra={"jobs": len(self.jobs), "active": len(self.active())})
+        self._changed()
+
+    def observe(self, obj: dict[str, Any]) -> None:
+        """Record an object ghapp just created (the watch will confirm it later)."""
+        job = RunnerJob.from_object(obj)
+        if job is not None:
+            self.jobs[job.name] = job
+            self._changed()
+
+    def forget(self, name: str) -> None:
+        """Record that ghapp deleted a Job."""
+        if self.jobs.pop(name, None) is not None:
+            self._changed()
+
+    async def run(self) -> None:
+        """List, then watch forever; list again after an expired or broken watch (with a pause)."""
+        failures = 0
+        while True:
+            try:
+                if not self._version:
+                    await self.sync()
+                async for event in self._kube.watch("jobs", resource_version=self._version):
+                    self._apply(event.type, event.object)
+                failures = 0
+            except Expired:
+                self._version = ""
+            except KubernetesError as exc:
+                failures += 1
+                self._version = ""
+                log.warning("watching runner Jobs failed; listing again: %s", exc)
+                await self._clock.sleep(min(30.0, 0.5 * 2**failures))
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._version = str(version)
+        if kind == "BOOKMARK":
+            return
+        job = RunnerJob.from_object(obj)
+        if job is None:
+            return
+        if kind == "DELETED":
+            self.jobs.pop(job.name, None)
+        else:
+            self.jobs[job.name] = job
+        self._changed()
+
+    @staticmethod
+    def _parse(objects: Iterable[dict[str, Any]]) -> list[RunnerJob]:
+        return [job for job in map(RunnerJob.from_object, objects) if job is not None]
+
+    def _changed(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for job in self.jobs.values():
+            state = (
+                "deleting"
+                if job.deleting
+                else "failed"
+                if job.failed
+                else "finished"
+                if job.finished
+                else "active"
+            )
+            counts[(job.pool, state)] = counts.get((job.pool, state), 0) + 1
+        self._metrics.runner_jobs.clear()
+        for (pool, state), count in counts.items():
+            self._metrics.runner_jobs.labels(pool, state).set(count)
+        for listener in self._listeners:
+            listener()

@@ -1,0 +1,150 @@
+"""Leader election with a Kubernetes Lease: one replica at a time runs the reconciler.
+
+The usual algorithm (as client-go's): the holder renews the Lease every `duration / 3` seconds; another
+replica takes it over once it has seen the same record, unrenewed, for `duration` seconds by its own clock
+(so clocks need not agree). Every write carries the resourceVersion read, so two candidates cannot both win.
+A leader that cannot renew within `2/3 · duration` stops leading before anyone else may start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from ghapp import manifests
+from ghapp.clock import Clock
+from ghapp.errors import KubernetesError
+from ghapp.kube import KubeClient
+from ghapp.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def _micro_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """Campaigns for one Lease; runs `lead()` while holding it and cancels it when the lease is lost."""
+
+    def __init__(
+        self, *, kube: KubeClient, name: str, identity: str, duration: float, clock: Clock, metrics: Metrics
+    ) -> None:
+        self._kube = kube
+        self._name = name
+        self.identity = identity
+        self._duration = duration
+        self._clock = clock
+        self._metrics = metrics
+        self._observed: tuple[str, float] | None = None  # (record seen, when first seen)
+        self._renewed_at = 0.0
+        self._version: str | None = None
+        self.is_leader = False
+        self.changed = asyncio.Event()
+
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Campaign forever (until cancelled); `lead()` runs as a task exactly while this replica leads."""
+        task: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    leading = await self._try_acquire_or_renew()
+                except KubernetesError as exc:
+                    log.warning("lease %s: %s", self._name, exc)
+                    leading = self.is_leader and self._clock.now() - self._renewed_at < self._duration * 2 / 3
+                if leading and task is None:
+                    log.info("became the leader; starting the reconciler", extra={"lease": self._name})
+                    task = asyncio.create_task(lead(), name="reconciler")
+                elif not leading and task is not None:
+                    log.warning("lost the lease; stopping the reconciler", extra={"lease": self._name})
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    task = None
+                self._set_leader(leading)
+                await self._clock.sleep(self._duration / 3)
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _set_leader(self, leading: bool) -> None:
+        if leading != self.is_leader:
+            self.is_leader = leading
+            self._metrics.leader.set(1 if leading else 0)
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def _body(self, *, transitions: int, acquire_time: str | None) -> dict[str, Any]:
+        now = _micro_time(self._clock.now())
+        metadata: dict[str, Any] = {
+            "name": self._name,
+            "namespace": self._kube.namespace,
+            "labels": {manifests.MANAGED_BY: manifests.MANAGER},
+        }
+        if self._version is not None:
+            metadata["resourceVersion"] = self._version
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": max(1, round(self._duration)),
+                "acquireTime": acquire_time or now,
+                "renewTime": now,
+                "leaseTransitions": transitions,
+            },
+        }
+
+    async def _try_acquire_or_renew(self) -> bool:
+        lease = await self._kube.get("leases", self._name)
+        now = self._clock.now()
+        if lease is None:
+            self._version = None
+            answer = await self._kube.create("leases", self._body(transitions=0, acquire_time=None))
+            return self._took(answer.status, answer.body, now)
+        spec = lease.get("spec") or {}
+        self._version = str((lease.get("metadata") or {}).get("resourceVersion", ""))
+        holder = spec.get("holderIdentity") or ""
+        record = f"{holder}|{spec.get('renewTime')}"
+        if self._observed is None or self._observed[0] != record:
+            self._observed = (record, now)
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            answer = await self._kube.replace(
+                "leases", self._body(transitions=transitions, acquire_time=spec.get("acquireTime"))
+            )
+            return self._took(answer.status, answer.body, now)
+        duration = float(spec.get("leaseDurationSeconds") or self._duration)
+        if holder and now - self._observed[1] < duration:
+            return False  # someone else holds a live lease
+        answer = await self._kube.replace(
+            "leases", self._body(transitions=transitions + 1, acquire_time=None)
+        )
+        return self._took(answer.status, answer.body, now)
+
+    def _took(self, status: int, body: dict[str, Any], now: float) -> bool:
+        if status in (200, 201):
+            self._renewed_at = now
+            self._version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+            return True
+        return False  # 409: another replica wrote first
+
+    async def release(self) -> None:
+        """Give the lease up at once (on shutdown), so another replica need not wait for it to expire."""
+        if not self.is_leader:
+            return
+        with contextlib.suppress(KubernetesError):
+            lease = await self._kube.get("leases", self._name)
+            if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"]["holderIdentity"] = None
+                lease["spec"]["leaseDurationSeconds"] = 1
+                await self._kube.replace("leases", lease)
+                log.info("released the lease", extra={"lease": self._name})
+        self._set_leader(False)

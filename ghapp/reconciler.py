@@ -1,0 +1,370 @@
+"""Periodic convergence (run by the leader): nothing lost, nothing left behind.
+
+One pass:
+1. redeliver webhook deliveries that failed (the cheap, primary recovery path);
+2. find queued jobs of recently active repositories that have no runner Job, and launch them;
+3. per runner scope: remove surplus idle runners, Jobs that failed or never registered, runners that have no
+   Job, and Secrets and Jobs that lost their counterpart.
+Every step is idempotent and safe to repeat, on this replica or another.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ghapp import planner
+from ghapp.clock import Clock
+from ghapp.config import Settings
+from ghapp.errors import GhappError, InvalidPayload
+from ghapp.github import GitHubClient
+from ghapp.inventory import Inventory, RunnerJob
+from ghapp.kube import KubeClient
+from ghapp.launcher import Launcher
+from ghapp.metrics import Metrics
+from ghapp.models import WorkflowJob
+from ghapp.planner import RunnerScope
+
+log = logging.getLogger(__name__)
+
+RECOVERED_EVENTS = frozenset({"workflow_job"})
+MAX_REDELIVERIES = 5
+"""Redeliveries of one GUID before ghapp leaves it to the queued-job scan."""
+SECRET_GRACE = 120.0
+"""A runner Job still without its Secret after this long cannot start: it is deleted (and made again)."""
+
+
+@dataclass(slots=True)
+class PassReport:
+    """What one reconcile pass did."""
+
+    redelivered: int = 0
+    launched: int = 0
+    surplus_removed: int = 0
+    orphan_job_deleted: int = 0
+    orphan_runner_removed: int = 0
+    orphan_secret_deleted: int = 0
+    queued_seen: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Activity:
+    """Repositories that had workflow jobs lately (from webhooks); the reconciler scans these."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], float] = {}
+
+    def touch(self, *, installation_id: int, repository: str, now: float) -> None:
+        self._seen[(installation_id, repository)] = now
+
+    def recent(self, *, now: float, ttl: float) -> set[tuple[int, str]]:
+        for key in [k for k, at in self._seen.items() if now - at > ttl]:
+            del self._seen[key]
+        return set(self._seen)
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What the queued-job scan learned: queued jobs per (pool, scope), and which scopes it saw in full."""
+
+    queued: Counter[tuple[str, str]] = field(default_factory=Counter)
+    complete: set[str] = field(default_factory=set)
+    incomplete: set[str] = field(default_factory=set)
+    installations: dict[str, int] = field(default_factory=dict)
+
+
+class Reconciler:
+    """Brings the cluster and GitHub's runner lists in line with GitHub's queued jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        github: GitHubClient,
+        kube: KubeClient,
+        inventory: Inventory,
+        launcher: Launcher,
+        activity: Activity,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._github = github
+        self._kube = kube
+        self._inventory = inventory
+        self._launcher = launcher
+        self._activity = activity
+        self._clock = clock
+        self._metrics = metrics
+        self._deliveries_since: float | None = None
+        self._redeliveries: Counter[str] = Counter()
+
+    async def run_forever(self) -> None:
+        """A pass every `reconcile_interval_seconds` until cancelled."""
+        while True:
+            await self.reconcile_once()
+            await self._clock.sleep(self._settings.reconcile_interval_seconds)
+
+    async def reconcile_once(self) -> PassReport:
+        """One full pass; a failing step is logged and the others still run."""
+        report = PassReport()
+        if not self._inventory.synced.is_set():
+            await self._inventory.sync()
+        for step in (self._redeliver, self._converge):
+            try:
+                await step(report)
+            except GhappError as exc:
+                report.errors.append(f"{step.__name__.strip('_')}: {exc}")
+                log.warning("reconcile step failed: %s", exc)
+        outcome = "failed" if report.errors else "ok"
+        self._metrics.reconcile_passes.labels(outcome).inc()
+        for action, count in report.as_dict().items():
+            if action not in ("errors", "queued_seen") and count:
+                self._metrics.reconcile_fixes.labels(action).inc(count)
+        log.info("reconcile pass done", extra={k: v for k, v in report.as_dict().items() if v})
+        return report
+
+    # -- 1. failed deliveries --------------------------------------------------------------------------
+
+    async def _redeliver(self, report: PassReport) -> None:
+        now = self._clock.now()
+        since = (
+            self._deliveries_since - 60
+            if self._deliveries_since is not None
+            else now - self._settings.redelivery_lookback_seconds
+        )
+        deliveries = await self._github.deliveries(since=since)
+        self._deliveries_since = now
+        attempts: dict[str, list[dict[str, Any]]] = {}
+        for delivery in deliveries:
+            attempts.setdefault(str(delivery.get("guid")), []).append(delivery)
+        for guid, tries in attempts.items():
+            if any(200 <= int(t.get("status_code") or 0) < 300 for t in tries):
+                continue
+            if tries[0].get("event") not in RECOVERED_EVENTS or self._redeliveries[guid] >= MAX_REDELIVERIES:
+                continue
+            newest = max(tries, key=lambda t: int(t.get("id") or 0))
+            await self._github.redeliver(int(newest["id"]))
+            self._redeliveries[guid] += 1
+            report.redelivered += 1
+            log.info("redelivered a failed webhook delivery", extra={"delivery_id": guid})
+
+    # -- 2 and 3. queued jobs, runners, orphans ----------------------------------------------------------
+
+    async def _converge(self, report: PassReport) -> None:
+        scan = await self._scan_queued(report)
+        scopes = dict(scan.installations)
+        for job in self._inventory.jobs.values():
+            scopes.setdefault(job.scope, job.installation_id)
+        for key, installation_id in scopes.items():
+            scope = RunnerScope.parse(key)
+            if scope is None:
+                continue
+            try:
+                await self._tidy_scope(scope, installation_id, scan, report)
+            except GhappError as exc:
+                report.errors.append(f"scope {key}: {exc}")
+                log.warning("reconciling runners of %s failed: %s", key, exc)
+        await self._tidy_secrets(report)
+
+    def _targets(self) -> dict[int, set[str]]:
+        now = self._clock.now()
+        targets: dict[int, set[str]] = {}
+        for installation_id, repository in self._activity.recent(
+            now=now, ttl=self._settings.activity_ttl_seconds
+        ):
+            targets.setdefault(installation_id, set()).add(repository)
+        for job in self._inventory.jobs.values():
+            if job.repository:
+                targets.setdefault(job.installation_id, set()).add(job.repository)
+        return targets
+
+    async def _scan_queued(self, report: PassReport) -> _Scan:
+        scan = _Scan()
+        for installation_id, repositories in self._targets().items():
+            remaining = self._github.rate_limits.remaining(str(installation_id))
+            budget = math.floor(
+                self._settings.reconcile_rate_share * (5000 if remaining is None else remaining)
+            )
+            for repository in sorted(repositories):
+                if budget <= 0:
+                    log.warning(
+                        "rate-limit budget of this pass spent; later repositories wait for the next pass",
+                        extra={"installation_id": installation_id},
+                    )
+                    break
+                try:
+                    budget -= await self._scan_repository(installation_id, repository, scan, report)
+                except GhappError as exc:
+                    report.errors.append(f"scan {repository}: {exc}")
+                    log.warning("scanning %s for queued jobs failed: %s", repository, exc)
+                    budget -= 1
+            for repository in repositories:
+                owner = repository.split("/", 1)[0]
+                # a repository not scanned in full leaves its scopes' queued counts unknown
+                if repository not in scan.complete:
+                    scan.incomplete.update({f"org:{owner}", f"repo:{repository}"})
+        return scan
+
+    async def _scan_repository(
+        self, installation_id: int, repository: str, scan: _Scan, report: PassReport
+    ) -> int:
+        runs = await self._github.queued_runs(installation_id=installation_id, repository=repository)
+        calls = 1
+        for run in runs:
+            jobs = await self._github.run_jobs(
+                installation_id=installation_id, repository=repository, run_id=int(run["id"])
+            )
+            calls += 1
+            for job in jobs:
+                if job.get("status") == "queued":
+                    await self._queued_job(installation_id, run, job, scan, report)
+        scan.complete.add(repository)
+        return calls
+
+    async def _queued_job(
+        self, installation_id: int, run: dict[str, Any], job: dict[str, Any], scan: _Scan, report: PassReport
+    ) -> None:
+        payload = {
+            "action": "queued",
+            "workflow_job": job,
+            "repository": run.get("repository"),
+            "installation": {"id": installation_id},
+        }
+        try:
+            workflow_job = WorkflowJob.from_payload(payload)
+        except InvalidPayload as exc:
+            log.warning("queued job unusable: %s", exc)
+            return
+        plan = planner.plan(workflow_job, self._settings)
+        if not isinstance(plan, planner.RunnerPlan):
+            return
+        report.queued_seen += 1
+        scan.queued[(plan.pool.name, plan.scope.key)] += 1
+        scan.installations.setdefault(plan.scope.key, installation_id)
+        existing = self._inventory.jobs.get(plan.name)
+        if existing is not None and existing.active:
+            return
+        if self._launcher.is_known(workflow_job.id):
+            return
+        if existing is not None:
+            # its runner Job ran (or failed) without taking this job: make room for a fresh one next pass
+            await self._kube.delete("jobs", existing.name)
+            self._inventory.forget(existing.name)
+            report.orphan_job_deleted += 1
+            return
+        self._launcher.submit(plan, received_at=self._clock.now())
+        report.launched += 1
+        log.info("queued job had no runner; launching one", extra={"workflow_job_id": workflow_job.id})
+
+    async def _tidy_scope(
+        self, scope: RunnerScope, installation_id: int, scan: _Scan, report: PassReport
+    ) -> None:
+        now = self._clock.now()
+        prefix = f"{self._settings.runner_prefix}-"
+        registered = {
+            str(r.get("name")): r
+            for r in await self._github.runners(installation_id=installation_id, scope=scope)
+            if str(r.get("name", "")).startswith(prefix)
+        }
+        jobs = {j.name: j for j in self._inventory.jobs.values() if j.scope == scope.key and not j.deleting}
+
+        # runners that have no Job (their pod is gone) and are offline
+        for name, runner in registered.items():
+            orphan = name not in jobs and runner.get("status") == "offline"
+            if orphan and not self._launcher.is_launching(name):
+                removed = await self._github.remove_runner(
+                    installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
+                )
+                if removed:
+                    report.orphan_runner_removed += 1
+                    log.info("removed an offline runner that has no Job", extra={"runner_name": name})
+
+        # Jobs whose pod failed, or whose runner never registered in time
+        for job in list(jobs.values()):
+            never_registered = (
+                job.active
+                and job.name not in registered
+                and now - job.created_at > self._settings.registration_timeout_seconds
+            )
+            if job.failed or never_registered:
+                await self._remove(job, registered.get(job.name), scope, installation_id)
+                report.orphan_job_deleted += 1
+                del jobs[job.name]
+                log.info(
+                    "deleted a runner Job that failed or never registered",
+                    extra={"job": job.name, "failed": job.failed},
+                )
+
+        # idle runners beyond the queued jobs they could take
+        if scope.key in scan.incomplete:
+            return
+        idle: dict[str, list[RunnerJob]] = {}
+        for name, runner in registered.items():
+            candidate = jobs.get(name)
+            if (
+                candidate is not None
+                and candidate.active
+                and runner.get("status") == "online"
+                and not runner.get("busy")
+                and now - candidate.created_at > self._settings.idle_grace_seconds
+            ):
+                idle.setdefault(candidate.pool, []).append(candidate)
+        for pool, candidates in idle.items():
+            surplus = len(candidates) - scan.queued[(pool, scope.key)]
+            for job in sorted(candidates, key=lambda j: j.created_at)[: max(0, surplus)]:
+                runner_id = int(registered[job.name]["id"])
+                if not await self._github.remove_runner(
+                    installation_id=installation_id, scope=scope, runner_id=runner_id
+                ):
+                    continue  # it took a job meanwhile (422): never kill a busy runner
+                await self._kube.delete("jobs", job.name)
+                self._inventory.forget(job.name)
+                report.surplus_removed += 1
+                log.info("removed a surplus idle runner", extra={"job": job.name, "pool": pool})
+
+    async def _remove(
+        self, job: RunnerJob, runner: dict[str, Any] | None, scope: RunnerScope, installation_id: int
+    ) -> None:
+        if runner is not None and not runner.get("busy"):
+            await self._github.remove_runner(
+                installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
+            )
+        await self._kube.delete("jobs", job.name)
+        self._inventory.forget(job.name)
+
+    async def _tidy_secrets(self, report: PassReport) -> None:
+        secrets, _ = await self._kube.list("secrets")
+        now = self._clock.now()
+        names = set()
+        for secret in secrets:
+            metadata = secret.get("metadata") or {}
+            name = str(metadata.get("name"))
+            names.add(name)
+            owners = {ref.get("uid") for ref in metadata.get("ownerReferences") or []}
+            job = self._inventory.jobs.get(name)
+            lost = job is None or job.uid not in owners
+            if lost and not self._launcher.is_launching(name) and await self._kube.delete("secrets", name):
+                report.orphan_secret_deleted += 1
+                log.info("deleted a runner Secret whose Job is gone", extra={"secret": name})
+        for job in _without(self._inventory.jobs.values(), names):
+            if (
+                job.active
+                and now - job.created_at > SECRET_GRACE
+                and not self._launcher.is_launching(job.name)
+            ):
+                await self._kube.delete("jobs", job.name)
+                self._inventory.forget(job.name)
+                report.orphan_job_deleted += 1
+                log.info("deleted a runner Job that has no Secret", extra={"job": job.name})
+
+
+def _without(jobs: Iterable[RunnerJob], names: set[str]) -> list[RunnerJob]:
+    return [job for job in jobs if job.name not in names]
