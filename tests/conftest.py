@@ -149,7 +149,7 @@ class Ghapp:
 async def start_ghapp(
     settings: Settings, github: FakeGitHub, kube: KubeEmulator, *, reconcile: bool = False, **kwargs: Any
 ) -> Ghapp:
-    """Start ghapp on loopback; the leader-elected reconciler loop only when asked (tests usually run passes)."""
+    """Start ghapp on loopback; the reconciler loop only when asked (tests mostly run single passes)."""
     services = await start_services(
         settings, kube_configuration=kube.configuration(), metrics=Metrics(), **kwargs
     )
