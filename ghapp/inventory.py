@@ -87,6 +87,7 @@ class Inventory:
         self.jobs: dict[str, RunnerJob] = {}
         self._version = ""
         self._listeners: list[Callable[[], None]] = []
+        self._tombstones: set[str] = set()  # uids of Jobs ghapp deleted, until the watch confirms it
         self.synced = asyncio.Event()
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -104,6 +105,7 @@ class Inventory:
         """Replace what is known with a fresh list from the API server."""
         objects, self._version = await self._kube.list("jobs")
         self.jobs = {job.name: job for job in self._parse(objects)}
+        self._tombstones.clear()
         self.synced.set()
         log.info("runner Jobs listed", extra={"jobs": len(self.jobs), "active": len(self.active())})
         self._changed()
@@ -116,8 +118,10 @@ class Inventory:
             self._changed()
 
     def forget(self, name: str) -> None:
-        """Record that ghapp deleted a Job."""
-        if self.jobs.pop(name, None) is not None:
+        """Record that ghapp deleted a Job; older watch events about it (still in flight) are then ignored."""
+        job = self.jobs.pop(name, None)
+        if job is not None:
+            self._tombstones.add(job.uid)
             self._changed()
 
     async def run(self) -> None:
@@ -146,6 +150,10 @@ class Inventory:
             return
         job = RunnerJob.from_object(obj)
         if job is None:
+            return
+        if job.uid in self._tombstones:
+            if kind == "DELETED":
+                self._tombstones.discard(job.uid)
             return
         if kind == "DELETED":
             self.jobs.pop(job.name, None)

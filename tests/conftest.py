@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ghapp.app import Services, build_app, start_services
+from ghapp.clock import ManualClock
 from ghapp.config import Settings, load_settings
 from ghapp.metrics import Metrics
 
@@ -51,8 +54,16 @@ async def wait_for(predicate: Callable[[], bool], *, within: float = 10.0, what:
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub(app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET)
+def clock() -> ManualClock:
+    """Time for ghapp and the fake GitHub: starts now, moves only when a test (or a wait) moves it."""
+    return ManualClock(current=time.time())
+
+
+@pytest.fixture
+async def github(clock: ManualClock) -> AsyncIterator[FakeGitHub]:
+    fake = FakeGitHub(
+        app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET, clock=clock.now
+    )
     fake.add_installation(
         installation_id=ORG_INSTALLATION,
         account="acme",
@@ -106,6 +117,14 @@ def settings(environ: dict[str, str]) -> Settings:
     return load_settings(environ)
 
 
+def write_pools(path: Path, **pool: Any) -> Path:
+    """A pools file with one `linux` pool, fields overridden by `pool`."""
+    path.write_text(
+        yaml.safe_dump({"pools": [{"name": "linux", "labels": ["self-hosted", "linux", "x64"], **pool}]})
+    )
+    return path
+
+
 @dataclass
 class Ghapp:
     """A running ghapp: its services, its HTTP server and helpers to talk to it."""
@@ -114,10 +133,21 @@ class Ghapp:
     server: TestServer
     github: FakeGitHub
     kube: KubeEmulator
+    stopped: bool = False
 
     @property
     def webhook_url(self) -> str:
         return str(self.server.make_url("/webhook"))
+
+    async def stop(self) -> None:
+        """Shut down as on SIGTERM (idempotent)."""
+        if not self.stopped:
+            self.stopped = True
+            await self.server.close()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The current value of one metric sample (0 if it has not been recorded)."""
+        return self.services.metrics.registry.get_sample_value(name, labels) or 0.0
 
     async def settle(self) -> None:
         """Wait until every delivery received so far has been fully processed."""
@@ -161,7 +191,9 @@ async def start_ghapp(
 
 
 @pytest.fixture
-async def ghapp(settings: Settings, github: FakeGitHub, kube: KubeEmulator) -> AsyncIterator[Ghapp]:
-    running = await start_ghapp(settings, github, kube)
+async def ghapp(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+) -> AsyncIterator[Ghapp]:
+    running = await start_ghapp(settings, github, kube, clock=clock)
     yield running
-    await running.server.close()
+    await running.stop()
