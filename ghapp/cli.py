@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -58,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
     )
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="run one reconcile pass now and print what it did (needs the App credentials and a cluster)",
+        description="Redeliver failed webhook deliveries, start runners for queued jobs that have none, and "
+        "remove surplus and orphaned runners — once, without leader election — then print a JSON report. "
+        "Exit 1 if a step failed.",
+    )
+    reconcile.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    reconcile.add_argument(
+        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else a bundled sample)"
+    )
     render = commands.add_parser(
         "render",
         help="print the Secret and Job a queued workflow_job payload would produce (no GitHub, no cluster)",
@@ -82,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
             return render(settings, payload_file=args.payload)
+        if args.command == "reconcile":
+            return reconcile_once(settings)
         return serve(settings)
     except GhappError as exc:
         print(f"ghapp: error: {exc}", file=sys.stderr)
@@ -132,6 +146,29 @@ async def kube_configuration(kubeconfig: str | None) -> k8s.Configuration:
         except k8s_config.ConfigException as exc:
             raise ConfigError(f"KUBECONFIG: no kubeconfig file and not in a cluster ({exc})") from None
     return configuration
+
+
+def reconcile_once(settings: Settings) -> int:
+    """One reconcile pass, as the leader would run it; prints the report as JSON."""
+    from ghapp.app import start_services
+
+    settings.require_credentials()
+    kubeconfig = _kubeconfig_file(settings)
+    logs.setup(level=settings.log_level, fmt=settings.log_format)
+
+    async def run() -> dict[str, Any]:
+        services = await start_services(settings, kube_configuration=await kube_configuration(kubeconfig))
+        try:
+            await services.inventory.sync()
+            report = await services.reconciler.reconcile_once()
+            await services.tasks.drain(grace=settings.shutdown_grace_seconds)
+            return report.as_dict()
+        finally:
+            await services.close()
+
+    report = asyncio.run(run())
+    print(json.dumps(report, indent=2))
+    return 1 if report["errors"] else 0
 
 
 def serve(settings: Settings) -> int:

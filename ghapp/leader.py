@@ -44,7 +44,7 @@ class LeaderElector:
         self._renewed_at = 0.0
         self._version: str | None = None
         self.is_leader = False
-        self.changed = asyncio.Event()
+        self._still_holds = False  # stopped campaigning while holding the lease: release() gives it up
 
     async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Campaign forever (until cancelled); `lead()` runs as a task exactly while this replica leads."""
@@ -72,13 +72,17 @@ class LeaderElector:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self._stopped_leading()
+
+    def _stopped_leading(self) -> None:
+        """Not campaigning any more, so not leading (though the lease may linger until released)."""
+        self._still_holds = self.is_leader
+        self._set_leader(False)
 
     def _set_leader(self, leading: bool) -> None:
         if leading != self.is_leader:
             self.is_leader = leading
             self._metrics.leader.set(1 if leading else 0)
-            self.changed.set()
-            self.changed = asyncio.Event()
 
     def _body(self, *, transitions: int, acquire_time: str | None) -> dict[str, Any]:
         now = _micro_time(self._clock.now())
@@ -138,7 +142,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the lease up at once (on shutdown), so another replica need not wait for it to expire."""
-        if not self.is_leader:
+        if not (self.is_leader or self._still_holds):
             return
         with contextlib.suppress(KubernetesError):
             lease = await self._kube.get("leases", self._name)
@@ -147,4 +151,5 @@ class LeaderElector:
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self._kube.replace("leases", lease)
                 log.info("released the lease", extra={"lease": self._name})
+        self._still_holds = False
         self._set_leader(False)
