@@ -93,7 +93,8 @@ async def test_chaos_converges_to_one_runner_per_queued_job(
         f"{sum(1 for c in github.calls if c.status in (403, 429))} secondary-limit answers "
         f"of {len(github.calls)} calls; "
         f"{sum(1 for r in kube.requests if r.status >= 500)} Kubernetes 5xx of {len(kube.requests)} "
-        f"requests; {restarts} restarts; converged after {passes} reconcile passes in {converge_seconds:.1f}s; "
+        f"requests; {restarts} restarts; "
+        f"converged after {passes} reconcile passes in {converge_seconds:.1f}s; "
         f"{len(jobs)} runner Jobs, {duplicates} duplicates"
     )
     assert restarts == 2
