@@ -175,46 +175,45 @@ class GitHubClient:
 
     async def queued_runs(self, *, installation_id: int, repository: str) -> list[dict[str, Any]]:
         """Workflow runs of `repository` whose status is queued (first 100)."""
-        data = await self.request(
-            "GET",
+        return await self._items(
             f"/repos/{repository}/actions/runs",
+            "workflow_runs",
             auth=installation_id,
             params={"status": "queued", "per_page": 100},
         )
-        runs = data.get("workflow_runs") if isinstance(data, dict) else None
-        return [run for run in runs or [] if isinstance(run, dict)]
 
     async def run_jobs(self, *, installation_id: int, repository: str, run_id: int) -> list[dict[str, Any]]:
         """The jobs of a workflow run's latest attempt (first 100)."""
-        data = await self.request(
-            "GET",
+        return await self._items(
             f"/repos/{repository}/actions/runs/{run_id}/jobs",
+            "jobs",
             auth=installation_id,
             params={"filter": "latest", "per_page": 100},
         )
-        jobs = data.get("jobs") if isinstance(data, dict) else None
-        return [job for job in jobs or [] if isinstance(job, dict)]
 
     async def runners(self, *, installation_id: int, scope: RunnerScope) -> list[dict[str, Any]]:
         """Every self-hosted runner registered in `scope` (all pages)."""
         found: list[dict[str, Any]] = []
         page = 1
         while True:
-            data = await self.request(
-                "GET",
+            runners = await self._items(
                 f"{scope.api_path}/actions/runners",
+                "runners",
                 auth=installation_id,
                 params={"per_page": 100, "page": page},
             )
-            runners = [
-                r
-                for r in (data.get("runners") if isinstance(data, dict) else None) or []
-                if isinstance(r, dict)
-            ]
             found.extend(runners)
             if len(runners) < 100:
                 return found
             page += 1
+
+    async def _items(
+        self, path: str, key: str, *, auth: Auth, params: Mapping[str, str | int]
+    ) -> list[dict[str, Any]]:
+        """The objects in the `key` list of a GET answer shaped ``{total_count, <key>: [...]}``."""
+        data = await self.request("GET", path, auth=auth, params=params)
+        items = data.get(key) if isinstance(data, dict) else None
+        return [item for item in items or [] if isinstance(item, dict)]
 
     async def remove_runner(self, *, installation_id: int, scope: RunnerScope, runner_id: int) -> bool:
         """Deregister a runner; False if GitHub refuses as it is running a job (422), or it is gone (404)."""
