@@ -94,3 +94,29 @@ async def test_every_endpoint_called_in_a_full_flow_is_declared(ghapp: Ghapp) ->
     } <= called
     refused = [(c.method, c.path, c.status) for c in ghapp.github.calls if c.status >= 400]
     assert refused == []  # the manifest's permissions were enough for everything
+
+
+def test_a_manifest_code_never_reaches_a_metric_label() -> None:
+    assert endpoint_template("/app-manifests/a1b2c3d4/conversions") == "/app-manifests/{code}/conversions"
+
+
+def test_help_lists_the_install_commands() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ghapp", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    for command in ("setup", "check"):
+        assert command in result.stdout
+    for command in ("setup", "check"):
+        detail = subprocess.run(
+            [sys.executable, "-m", "ghapp", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert detail.returncode == 0
+        assert "GitHub" in detail.stdout
