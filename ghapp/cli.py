@@ -85,11 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
     )
+    _add_setup_parser(commands)
+    _add_check_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "setup":
+        return setup_command(args)
+    if args.command == "check":
+        return check_command(args)
     try:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
@@ -185,6 +191,115 @@ def serve(settings: Settings) -> int:
 
     web.run_app(make_app(), host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
     return 0
+
+
+def _add_setup_parser(commands: Any) -> None:
+    from ghapp import setup
+
+    parser = commands.add_parser(
+        "setup",
+        help="create the GitHub App from its manifest (in a browser) and store its credentials",
+        description="Serve a local page whose button registers the App on GitHub from its manifest "
+        "(GitHub's App manifest flow), then store the App's id, private key and secrets in a Kubernetes "
+        f"Secret (default: {setup.DEFAULT_NAMESPACE}/{setup.SECRET_NAME}) or in files (--output-dir). "
+        "Uses GHAPP_GITHUB_API_URL for GitHub Enterprise Server and KUBECONFIG for the cluster. "
+        "Credentials are never printed.",
+    )
+    parser.add_argument("--org", help="register the App in this organisation (default: your account)")
+    parser.add_argument("--name", default=setup.DEFAULT_NAME, help="the App's name (editable on GitHub)")
+    parser.add_argument(
+        "--webhook-url",
+        default=setup.PLACEHOLDER_WEBHOOK_URL,
+        help="where GitHub sends webhooks: https://YOUR-HOST/webhook (default: a placeholder to edit later)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=setup.DEFAULT_PORT, help="local port of the page (on 127.0.0.1; 0: any)"
+    )
+    parser.add_argument(
+        "--namespace", default=setup.DEFAULT_NAMESPACE, help="namespace of the credentials Secret"
+    )
+    parser.add_argument("--secret-name", default=setup.SECRET_NAME, help="name of the credentials Secret")
+    parser.add_argument(
+        "--output-dir", type=Path, help="write the credentials as files (mode 0600) here instead of a Secret"
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="overwrite an existing credentials Secret or files"
+    )
+
+
+def setup_command(args: argparse.Namespace) -> int:
+    """``ghapp setup``: create the App, store its credentials, print where to install it."""
+    import asyncio
+
+    from ghapp import setup
+
+    try:
+        settings = load_settings()
+
+        async def go() -> int:
+            configuration = None
+            if args.output_dir is None:
+                configuration = await kube_configuration(_kubeconfig_file(settings))
+            return await setup.run(
+                github_api_url=settings.github_api_url,
+                web_url=settings.web_url,
+                kube_configuration=configuration,
+                namespace=args.namespace,
+                secret_name=args.secret_name,
+                output_dir=args.output_dir,
+                replace=args.replace,
+                org=args.org,
+                name=args.name,
+                webhook_url=args.webhook_url,
+                port=args.port,
+            )
+
+        return asyncio.run(go())
+    except GhappError as exc:
+        print(f"ghapp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ghapp: setup interrupted", file=sys.stderr)
+        return 130
+
+
+def _add_check_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="verify a deployment: settings, GitHub credentials and installations, Kubernetes access",
+        description="Check the settings (and pools file), that GitHub accepts the App's JWT, that every "
+        "installation grants the permissions ghapp needs, that the Kubernetes API answers and that ghapp "
+        "may do everything it needs in GHAPP_NAMESPACE. Prints one PASS/FAIL line per check; exit status "
+        "0 only if all pass. Writes nothing. In a cluster: kubectl exec deploy/ghapp -- ghapp check",
+    )
+    parser.add_argument(
+        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
+    )
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """``ghapp check``: print the report; 0 if every check passed, else 1."""
+    import asyncio
+
+    from ghapp import check
+
+    try:
+        settings = load_settings(pools_file=args.pools)
+    except GhappError as exc:
+        print(check.report([check.Result(False, "settings", str(exc))]), end="")
+        return 1
+
+    async def go() -> list[check.Result]:
+        try:
+            configuration = await kube_configuration(_kubeconfig_file(settings))
+        except GhappError as exc:
+            github = await check.run_checks(settings, kube_configuration=None)
+            return [*github, check.Result(False, "Kubernetes: configuration", str(exc))]
+        return await check.run_checks(settings, kube_configuration=configuration)
+
+    results = asyncio.run(go())
+    print(check.report(results), end="")
+    return 0 if all(result.ok for result in results) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

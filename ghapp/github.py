@@ -106,6 +106,7 @@ _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 def endpoint_template(path: str) -> str:
     """A low-cardinality name for a path, for metrics: numbers become ``{id}``, owners and repos ``{x}``."""
     path = _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
+    path = re.sub(r"^/app-manifests/[^/]+", "/app-manifests/{code}", path)
     path = re.sub(r"^/orgs/[^/]+", "/orgs/{org}", path)
     return re.sub(r"^/repos/[^/]+/[^/]+", "/repos/{owner}/{repo}", path)
 
@@ -345,6 +346,33 @@ class GitHubClient:
         self._metrics.github_requests.labels(endpoint, str(exchange.status)).inc()
         self.rate_limits.observe(bucket, exchange.headers)
 
+    # -- the App itself (``ghapp check``) ----------------------------------------------------------------
+
+    async def app(self) -> AppInfo:
+        """``GET /app`` as the App (JWT): proves GitHub accepts the App's key and id."""
+        data = await self.request("GET", "/app", auth="app")
+        return AppInfo(
+            id=int(_field(data, "id", int)),
+            slug=str(_field(data, "slug", str)),
+            html_url=str(_field(data, "html_url", str)),
+            permissions=_permissions(data),
+        )
+
+    async def installations(self) -> list[InstallationInfo]:
+        """``GET /app/installations`` (JWT), every page: where the App is installed and with what rights."""
+        found: list[InstallationInfo] = []
+        page = 1
+        while True:
+            data = await self.request(
+                "GET", "/app/installations", auth="app", params={"per_page": INSTALLATIONS_PAGE, "page": page}
+            )
+            if not isinstance(data, list):
+                raise GitHubError("GitHub's answer to GET /app/installations is not a list")
+            found.extend(InstallationInfo.from_json(item) for item in data)
+            if len(data) < INSTALLATIONS_PAGE:
+                return found
+            page += 1
+
 
 def _field(data: Any, key: str, kind: type) -> Any:
     if not isinstance(data, Mapping) or not isinstance(data.get(key), kind):
@@ -371,3 +399,102 @@ def next_cursor(link: str | None) -> str | None:
         return None
     values = parse_qs(urlsplit(link).query).get("cursor")
     return values[0] if values else None
+
+
+INSTALLATIONS_PAGE: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    """What ``GET /app`` says about the App."""
+
+    id: int
+    slug: str
+    html_url: str
+    permissions: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationInfo:
+    """One installation of the App, as ``GET /app/installations`` lists it."""
+
+    id: int
+    account: str
+    account_type: str
+    """``Organization`` or ``User``."""
+    permissions: dict[str, str]
+    suspended: bool
+
+    @classmethod
+    def from_json(cls, data: Any) -> InstallationInfo:
+        account = _field(data, "account", Mapping)
+        return cls(
+            id=int(_field(data, "id", int)),
+            account=str(_field(account, "login", str)),
+            account_type=str(data.get("target_type") or account.get("type") or ""),
+            permissions=_permissions(data),
+            suspended=bool(data.get("suspended_at")),
+        )
+
+
+def _permissions(data: Any) -> dict[str, str]:
+    permissions = data.get("permissions") if isinstance(data, Mapping) else None
+    if not isinstance(permissions, Mapping):
+        return {}
+    return {str(key): str(value) for key, value in permissions.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AppCredentials:
+    """What GitHub hands over once when an App is created from a manifest. Repr shows no secrets."""
+
+    id: int
+    slug: str
+    html_url: str
+    client_id: str
+    pem: Secret
+    webhook_secret: Secret
+    client_secret: Secret
+
+    @property
+    def install_url(self) -> str:
+        """Where a person installs the App on an organisation or on repositories."""
+        return f"{self.html_url}/installations/new"
+
+
+MANIFEST_CONVERSION: Final = "POST /app-manifests/{code}/conversions"
+_MANIFEST_CODE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+
+async def convert_manifest(*, session: aiohttp.ClientSession, api_url: str, code: str) -> AppCredentials:
+    """``POST /app-manifests/{code}/conversions`` (no authentication): the new App's id, key and secrets.
+
+    The code is single-use and expires after an hour; errors never repeat it or any credential.
+    """
+    if not _MANIFEST_CODE.match(code):
+        raise GitHubError("the manifest code is malformed", status=400, endpoint=MANIFEST_CONVERSION)
+    api = gh_aiohttp.GitHubAPI(session, USER_AGENT, base_url=api_url)
+    try:
+        data = await api.post(f"/app-manifests/{code}/conversions", data={})
+    except gidgethub.HTTPException as exc:
+        status = exc.status_code.value
+        raise GitHubError(
+            f"GitHub answered {status} to {MANIFEST_CONVERSION}: {_message(exc)}"
+            + (" (the code is unknown, used already, or older than an hour)" if status == 404 else ""),
+            status=status,
+            endpoint=MANIFEST_CONVERSION,
+        ) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GitHubError(
+            f"GitHub unreachable for {MANIFEST_CONVERSION}: {type(exc).__name__}",
+            endpoint=MANIFEST_CONVERSION,
+        ) from None
+    return AppCredentials(
+        id=int(_field(data, "id", int)),
+        slug=str(_field(data, "slug", str)),
+        html_url=str(_field(data, "html_url", str)),
+        client_id=str(_field(data, "client_id", str)),
+        pem=Secret(_field(data, "pem", str)),
+        webhook_secret=Secret(_field(data, "webhook_secret", str)),
+        client_secret=Secret(_field(data, "client_secret", str)),
+    )

@@ -24,6 +24,7 @@ from ghapp.retry import Backoff
 log = logging.getLogger(__name__)
 
 Resource = Literal["jobs", "secrets", "pods", "leases"]
+ClusterResource = Literal["selfsubjectaccessreviews"]
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
@@ -44,6 +45,7 @@ COLLECTIONS: Final[dict[str, str]] = {
     "secrets": "/api/v1/namespaces/{namespace}/secrets",
     "pods": "/api/v1/namespaces/{namespace}/pods",
     "leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+    "selfsubjectaccessreviews": "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
 }
 WATCH_SECONDS: Final = 240
 """Server-side timeout of one watch request; the watch is simply renewed after it."""
@@ -203,12 +205,49 @@ class KubeClient:
             return False
         return True
 
+    async def write_secret(self, body: dict[str, Any], *, replace: bool, dry_run: bool = False) -> bool:
+        """Create a Secret, or with `replace` overwrite the one of that name; True if it was new.
+
+        Without `replace` an existing Secret is an error (409). `dry_run` checks access, namespace and
+        name without writing anything.
+        """
+        query: dict[str, str | int] = {"dryRun": "All"} if dry_run else {}
+        answer = await self._call("create", "secrets", body=body, query=query, accept=(201, 409))
+        if answer.status == 201:
+            return True
+        name = body["metadata"]["name"]
+        if not replace:
+            raise KubernetesError(f"Secret {name} exists already", status=409)
+        await self._call("update", "secrets", name=name, body=body, query=query, accept=(200,))
+        return False
+
+    async def may(self, verb: str, resource: str, *, group: str = "") -> tuple[bool, str]:
+        """Whether our credentials may `verb` `resource` (of API `group`) in our namespace, and why not.
+
+        Asks the API server itself (a SelfSubjectAccessReview, which every authenticated user may create).
+        """
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": self.namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                }
+            },
+        }
+        answer = await self._call("create", "selfsubjectaccessreviews", body=review, accept=(200, 201))
+        status = answer.body.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or status.get("evaluationError") or "")
+
     # -- the machinery -------------------------------------------------------------------------------------
 
     async def _call(
         self,
         verb: str,
-        resource: Resource,
+        resource: Resource | ClusterResource,
         *,
         accept: tuple[int, ...],
         name: str | None = None,

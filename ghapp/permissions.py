@@ -45,5 +45,6 @@ GITHUB_ENDPOINTS: Final[dict[str, str | None]] = {
     "GET /repos/{owner}/{repo}/actions/runs/{id}": "actions",
     "GET /repos/{owner}/{repo}/actions/runs/{id}/jobs": "actions",
     "GET /installation/repositories": "metadata",
+    "POST /app-manifests/{code}/conversions": None,  # `ghapp setup`, unauthenticated (the code is the proof)
 }
 """Every GitHub endpoint ghapp calls and the App permission it needs (tests check the code calls no other)."""
