@@ -23,7 +23,7 @@ from ghapp.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-Resource = Literal["jobs", "secrets", "pods", "leases"]
+Resource = Literal["jobs", "secrets", "leases"]
 ClusterResource = Literal["selfsubjectaccessreviews"]
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
@@ -43,7 +43,6 @@ class Answer:
 COLLECTIONS: Final[dict[str, str]] = {
     "jobs": "/apis/batch/v1/namespaces/{namespace}/jobs",
     "secrets": "/api/v1/namespaces/{namespace}/secrets",
-    "pods": "/api/v1/namespaces/{namespace}/pods",
     "leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
     "selfsubjectaccessreviews": "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
 }
@@ -64,7 +63,7 @@ class Expired(KubernetesError):
 
 
 class KubeClient:
-    """Runner Jobs, Secrets and Pods in one namespace, through a caller-owned `ApiClient`."""
+    """Runner Jobs and Secrets and the reconciler's Lease in one namespace, through a caller's `ApiClient`."""
 
     def __init__(
         self,

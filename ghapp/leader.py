@@ -52,7 +52,7 @@ class LeaderElector:
         try:
             while True:
                 try:
-                    leading = await self._try_acquire_or_renew()
+                    leading = await self.campaign_once()
                 except KubernetesError as exc:
                     log.warning("lease %s: %s", self._name, exc)
                     leading = self.is_leader and self._clock.now() - self._renewed_at < self._duration * 2 / 3
@@ -106,7 +106,8 @@ class LeaderElector:
             },
         }
 
-    async def _try_acquire_or_renew(self) -> bool:
+    async def campaign_once(self) -> bool:
+        """Read the Lease and take or renew it if this replica may; True if it leads now."""
         lease = await self._kube.get("leases", self._name)
         now = self._clock.now()
         if lease is None:

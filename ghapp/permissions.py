@@ -12,7 +12,6 @@ KUBERNETES_RULES: Final[dict[tuple[str, str], frozenset[str]]] = {
     # (API group, resource): verbs, in the namespace runners live in
     ("batch", "jobs"): frozenset({"create", "get", "list", "watch", "delete"}),
     ("", "secrets"): frozenset({"create", "get", "list", "delete"}),
-    ("", "pods"): frozenset({"get", "list"}),
     ("coordination.k8s.io", "leases"): frozenset({"create", "get", "update"}),
 }
 """Namespaced RBAC rules ghapp's ServiceAccount needs (the Role in deploy/ grants these and nothing more)."""

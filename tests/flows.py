@@ -6,7 +6,7 @@ import aiohttp
 
 from ghapp import check
 
-from .conftest import ORG_INSTALLATION, USER_INSTALLATION, Ghapp
+from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for
 
 LINUX = ["self-hosted", "linux", "x64"]
 
@@ -38,3 +38,20 @@ async def full_flow(ghapp: Ghapp) -> None:
 
     results = await check.run_checks(ghapp.services.settings, kube_configuration=ghapp.kube.configuration())
     assert [r.line() for r in results if not r.ok] == []
+
+    # the reconciler cleans up: a failed runner Job and a Secret that lost its Job
+    ghapp.kube.finish_job(NAMESPACE, f"ghapp-{cancelled}", succeeded=False)
+    secret = ghapp.kube.get("secrets", NAMESPACE, f"ghapp-{cancelled}")
+    assert secret is not None
+    orphan = {**secret, "metadata": {**secret["metadata"], "name": "ghapp-1", "ownerReferences": []}}
+    ghapp.kube.put_object("secrets", orphan)
+    await wait_for(lambda: not ghapp.services.inventory.jobs[f"ghapp-{cancelled}"].active, what="watch")
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert (report.orphan_job_deleted, report.orphan_secret_deleted, report.errors) == (1, 1, [])
+
+    # leader election: take the Lease, renew it, release it
+    elector = ghapp.services.elector
+    assert await elector.campaign_once()
+    assert await elector.campaign_once()
+    elector.is_leader = True
+    await elector.release()

@@ -183,10 +183,10 @@ async def test_the_command_exits_0_only_when_all_pass(
     for secret in (WEBHOOK_SECRET, PRIVATE_KEY_PEM.splitlines()[1]):
         assert secret not in out
 
-    kube.rbac_rules = role_rules({k: v for k, v in KUBERNETES_RULES.items() if k[1] != "pods"})
+    kube.rbac_rules = role_rules({k: v for k, v in KUBERNETES_RULES.items() if k[1] != "secrets"})
     status, out = await run_command(environ, kube, tmp_path)
     assert status == 1
-    assert f"FAIL  Kubernetes: may not list pods in namespace {NAMESPACE}" in out
+    assert f"FAIL  Kubernetes: may not list secrets in namespace {NAMESPACE}" in out
 
 
 @pytest.mark.parametrize(
