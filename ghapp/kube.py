@@ -46,7 +46,11 @@ COLLECTIONS: Final[dict[str, str]] = {
 
 
 class KubeClient:
-    """Runner Jobs, Secrets and Pods in one namespace, through a caller-owned `ApiClient`."""
+    """Runner Jobs, Secrets and Pods, through a caller-owned `ApiClient`.
+
+    Objects live in `namespace` unless a call names another one (a pool may have its own namespace);
+    creations take the namespace from the manifest.
+    """
 
     def __init__(
         self,
@@ -67,10 +71,11 @@ class KubeClient:
 
     async def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create a Job; if it exists already, return the existing one. The bool says whether it was new."""
-        answer = await self._call("create", "jobs", body=body, accept=(201, 409))
+        namespace = body["metadata"].get("namespace")
+        answer = await self._call("create", "jobs", body=body, accept=(201, 409), namespace=namespace)
         if answer.status == 409:
             name = body["metadata"]["name"]
-            existing = await self.get("jobs", name)
+            existing = await self.get("jobs", name, namespace=namespace)
             if existing is None:  # deleted between our create and get: let the caller try again
                 raise KubernetesError(f"Job {name} vanished while being created", status=409)
             return existing, False
@@ -78,12 +83,15 @@ class KubeClient:
 
     async def create_secret(self, body: dict[str, Any]) -> bool:
         """Create a Secret; True if it was new, False if one of that name existed already."""
-        answer = await self._call("create", "secrets", body=body, accept=(201, 409))
+        namespace = body["metadata"].get("namespace")
+        answer = await self._call("create", "secrets", body=body, accept=(201, 409), namespace=namespace)
         return answer.status == 201
 
-    async def get(self, resource: Resource, name: str) -> dict[str, Any] | None:
-        """One object by name, or None."""
-        answer = await self._call("get", resource, name=name, accept=(200, 404))
+    async def get(
+        self, resource: Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """One object by name (in `namespace`, default: the client's), or None."""
+        answer = await self._call("get", resource, name=name, accept=(200, 404), namespace=namespace)
         return answer.body if answer.status == 200 else None
 
     async def list(
@@ -100,10 +108,15 @@ class KubeClient:
                 return items, str(metadata.get("resourceVersion", ""))
             query = {**query, "continue": metadata["continue"]}
 
-    async def delete(self, resource: Resource, name: str) -> bool:
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> bool:
         """Delete an object and (Background propagation) what it owns; False if it was already gone."""
         answer = await self._call(
-            "delete", resource, name=name, body={"propagationPolicy": "Background"}, accept=(200, 202, 404)
+            "delete",
+            resource,
+            name=name,
+            body={"propagationPolicy": "Background"},
+            accept=(200, 202, 404),
+            namespace=namespace,
         )
         return answer.status != 404
 
@@ -133,9 +146,11 @@ class KubeClient:
         query: dict[str, str | int] | None = None,
         body: dict[str, Any] | None = None,
         attempts: int | None = None,
+        namespace: str | None = None,
     ) -> Answer:
         """Send one request, retrying connection errors and 429/5xx with backoff; other answers are final."""
-        path = COLLECTIONS[resource].format(namespace=self.namespace) + (f"/{name}" if name else "")
+        collection = COLLECTIONS[resource].format(namespace=namespace or self.namespace)
+        path = collection + (f"/{name}" if name else "")
         method = _METHODS[verb]
         limit = attempts or self._backoff.attempts
         attempt = 0

@@ -81,9 +81,12 @@ def match_pool(labels: Sequence[str], pools: Sequence[Pool]) -> Pool | None:
     return next((pool for pool in pools if wanted <= pool.label_set), None)
 
 
-def plan(job: WorkflowJob, settings: Settings) -> RunnerPlan | Skip:
-    """Decide whether and how to start a runner for `job` (a queued ``workflow_job``)."""
-    pool = match_pool(job.labels, settings.pools)
+def plan(job: WorkflowJob, settings: Settings, *, pool: Pool | None = None) -> RunnerPlan | Skip:
+    """Decide whether and how to start a runner for `job` (a queued ``workflow_job``).
+
+    `pool` forces that pool whatever the job's labels (``ghapp render --pool``).
+    """
+    pool = pool or match_pool(job.labels, settings.pools)
     if pool is None:
         return Skip(f"no pool has all of the job's labels {sorted(job.labels)}")
     scope = RunnerScope.for_job(job)
@@ -95,6 +98,6 @@ def plan(job: WorkflowJob, settings: Settings) -> RunnerPlan | Skip:
         pool=pool,
         scope=scope,
         name=runner_name(prefix=settings.runner_prefix, workflow_job_id=job.id),
-        namespace=settings.namespace,
+        namespace=pool.namespace or settings.namespace,
         runner_url=scope.url(settings.web_url),
     )

@@ -50,9 +50,14 @@ async def wait_for(predicate: Callable[[], bool], *, within: float = 10.0, what:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    fake = FakeGitHub(app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET)
+def new_github(*, base_path: str = "") -> FakeGitHub:
+    """The fake GitHub with the App installed on acme (org), alice (user) and globex (org); not started.
+
+    ``base_path="/api/v3"`` makes it a GitHub Enterprise Server.
+    """
+    fake = FakeGitHub(
+        app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET, base_path=base_path
+    )
     fake.add_installation(
         installation_id=ORG_INSTALLATION,
         account="acme",
@@ -68,6 +73,12 @@ async def github() -> AsyncIterator[FakeGitHub]:
         account_type="Organization",
         repositories=["site"],
     )
+    return fake
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    fake = new_github()
     await fake.start()
     yield fake
     await fake.close()
