@@ -13,6 +13,7 @@ from kubernetes_asyncio import client as k8s
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ghapp import events, logs
+from ghapp.admission import Admission
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
@@ -39,13 +40,19 @@ class Services:
     github: GitHubClient
     kube: KubeClient
     launcher: Launcher
+    admission: Admission
     tasks: TaskSet
     ready: bool = field(default=False)
 
     async def dispatch(self, event: sansio.Event, received_at: float) -> None:
         """Route one verified event to its handlers (runs after the webhook was answered)."""
         with logs.bound(delivery_id=event.delivery_id):
-            ctx = events.Context(launcher=self.launcher, metrics=self.metrics, received_at=received_at)
+            ctx = events.Context(
+                launcher=self.launcher,
+                admission=self.admission,
+                metrics=self.metrics,
+                received_at=received_at,
+            )
             await events.router.dispatch(event, ctx)
 
     def spawn_dispatch(self, event: sansio.Event, received_at: float) -> None:
@@ -91,6 +98,7 @@ async def start_services(
         github=github,
         kube=kube,
         launcher=launcher,
+        admission=Admission(settings=settings, github=github, metrics=metrics),
         tasks=tasks,
     )
 

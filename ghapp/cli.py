@@ -15,7 +15,7 @@ from aiohttp import web
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from ghapp import __version__, logs, manifests, planner
+from ghapp import __version__, logs, manifests, planner, policy
 from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings
 from ghapp.errors import ConfigError, GhappError
 from ghapp.models import WorkflowJob
@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
     )
     render.add_argument("--pool", metavar="NAME", help="render for this pool, whatever the job's labels")
+    render.add_argument(
+        "--app-owner",
+        metavar="LOGIN",
+        help="the App owner's login, for the account rule when GHAPP_ALLOWED_ACCOUNTS is empty "
+        "(without it that rule is not checked offline)",
+    )
+    render.add_argument(
+        "--head-repository",
+        metavar="OWNER/NAME",
+        help="the workflow run's head repository, for the fork rule of public repositories "
+        "(without it that rule is not checked offline)",
+    )
     return parser
 
 
@@ -84,15 +96,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
-            return render(settings, payload_file=args.payload, pool_name=args.pool)
+            facts = policy.Facts(app_owner=args.app_owner, head_repository=args.head_repository, offline=True)
+            return render(settings, payload_file=args.payload, pool_name=args.pool, facts=facts)
         return serve(settings)
     except GhappError as exc:
         print(f"ghapp: error: {exc}", file=sys.stderr)
         return 2
 
 
-def render(settings: Settings, *, payload_file: Path, pool_name: str | None = None) -> int:
-    """Print the manifests for one payload; exit 1 (with the reason) if ghapp would not start a runner."""
+def render(
+    settings: Settings,
+    *,
+    payload_file: Path,
+    pool_name: str | None = None,
+    facts: policy.Facts | None = None,
+) -> int:
+    """Print the manifests for one payload; exit 1 (with the rule and reason) if ghapp would not start a
+    runner. Rules that need facts from GitHub that `facts` lacks are reported as not checked."""
     try:
         payload: Any = json.loads(payload_file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -106,7 +126,10 @@ def render(settings: Settings, *, payload_file: Path, pool_name: str | None = No
             names = ", ".join(p.name for p in settings.pools)
             raise ConfigError(f"--pool: no pool named {pool_name!r} (pools: {names})")
     job = WorkflowJob.from_payload(payload)
-    match planner.plan(job, settings, pool=pool):
+    match planner.plan(job, settings, facts=facts or policy.Facts(offline=True), pool=pool):
+        case planner.Skip(reason, rule) as skip if skip.refused:
+            print(f"# no runner for workflow job {job.id}: refused by rule {rule}: {reason}")
+            return 1
         case planner.Skip(reason):
             print(f"# no runner for workflow job {job.id}: {reason}")
             return 1
@@ -128,6 +151,7 @@ def _render_plan(plan: planner.RunnerPlan) -> str:
         f"# pool {plan.pool.name} ({plan.pool.mode}), {plan.scope.kind} runner for {plan.scope.key}, "
         f"runner {plan.name}, namespace {plan.namespace}"
     ]
+    lines += [f"# {note}" for note in plan.notes]
     if jit:
         job["metadata"]["annotations"][manifests.RUNNER_ID_ANNOTATION] = RUNNER_ID_PLACEHOLDER
         group = (

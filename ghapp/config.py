@@ -28,6 +28,7 @@ from pydantic import (
 from ghapp.errors import ConfigError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ACCOUNT_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_POOLS_FILE = Path(__file__).with_name("data") / "pools.yaml"
 RunnerMode = Literal["registration-token", "jit"]
@@ -72,6 +73,14 @@ class Pool(BaseModel):
     """Extra environment variables (Kubernetes ``EnvVar`` objects) for the runner container."""
     template: dict[str, Any] | None = None
     """A Kubernetes ``PodTemplateSpec`` that ghapp merges its runner container into (see the README)."""
+    repositories: tuple[str, ...] = ()
+    """Only jobs of repositories matching one of these globs (``owner/name``, any case); empty: any."""
+    organizations: tuple[str, ...] = ()
+    """Only jobs of repositories whose owner matches one of these globs (case-insensitive); empty: any."""
+    allow_public: bool = False
+    """Whether jobs of public repositories may get a runner from this pool."""
+    allow_forks: bool = False
+    """Whether, in public repositories, runs triggered from a fork (pull requests) may get a runner."""
 
     @field_validator("namespace")
     @classmethod
@@ -220,6 +229,31 @@ class Settings(BaseModel):
     """KUBECONFIG: kubeconfig file(s); else ~/.kube/config if present, else the in-cluster service account."""
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
     """GHAPP_SHUTDOWN_GRACE_SECONDS: how long in-flight launches may finish after SIGTERM."""
+    allowed_accounts: tuple[str, ...] = ()
+    """GHAPP_ALLOWED_ACCOUNTS: comma-separated org / user logins whose installations may get runners
+    (case-insensitive); empty: only the App's owner; ``*``: any account."""
+    runner_service_account: str = "ghapp-runner"
+    """GHAPP_RUNNER_SERVICE_ACCOUNT: the ServiceAccount runner pods run as (it should have no permissions)."""
+
+    @field_validator("allowed_accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_accounts")
+    @classmethod
+    def _accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for login in value:
+            if login != "*" and not ACCOUNT_LOGIN.match(login):
+                raise ValueError("must be '*' or comma-separated GitHub logins (letters, digits, '-')")
+        return value
+
+    @field_validator("runner_service_account")
+    @classmethod
+    def _service_account(cls, value: str) -> str:
+        return _dns_label(value, what="runner service account", max_length=253)
 
     @field_validator("github_api_url")
     @classmethod
@@ -295,6 +329,8 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_LOG_LEVEL": "log_level",
     "GHAPP_LOG_FORMAT": "log_format",
     "GHAPP_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "GHAPP_ALLOWED_ACCOUNTS": "allowed_accounts",
+    "GHAPP_RUNNER_SERVICE_ACCOUNT": "runner_service_account",
     "KUBECONFIG": "kubeconfig",
 }
 _SECRET_FIELDS: Mapping[str, str] = {

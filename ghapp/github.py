@@ -37,6 +37,12 @@ SECONDARY_LIMIT_WAIT: Final = 60.0
 """GitHub's advice when a secondary limit answer has no retry-after: wait at least a minute."""
 RUNNER_GROUPS_LIFETIME: Final = 600.0
 """An organisation's runner groups (name → id) are looked up again after this many seconds."""
+WORKFLOW_RUN_LIFETIME: Final = 86400.0
+"""A workflow run's head repository is remembered this long (it never changes)."""
+WORKFLOW_RUN_CACHE_SIZE: Final = 10_000
+"""At most this many workflow runs' head repositories are remembered."""
+DELETED_REPOSITORY: Final = "(deleted repository)"
+"""The head repository of a run whose head repository is gone (a deleted fork): never the base."""
 DEFAULT_RUNNER_GROUP_ID: Final = 1
 """The id of every organisation's default runner group; repository runners always join it."""
 
@@ -158,6 +164,12 @@ class GitHubClient:
         self._runner_groups: ExpiringCache[tuple[int, str], Mapping[str, int]] = ExpiringCache(
             fetch=self._fetch_runner_groups, clock=clock, margin=0.0
         )
+        self._app_owner: ExpiringCache[str, str] = ExpiringCache(
+            fetch=self._fetch_app_owner, clock=clock, margin=0.0
+        )
+        self._head_repositories: ExpiringCache[tuple[int, str, int], str] = ExpiringCache(
+            fetch=self._fetch_head_repository, clock=clock, margin=0.0, max_entries=WORKFLOW_RUN_CACHE_SIZE
+        )
 
     # -- the calls -------------------------------------------------------------------------------------
 
@@ -242,6 +254,28 @@ class GitHubClient:
             if not more:
                 return Expiring(groups, self._clock.now() + RUNNER_GROUPS_LIFETIME)
             page += 1
+
+    # -- facts the runner policy needs ---------------------------------------------------------------------
+
+    async def app_owner(self) -> str:
+        """The login of the account that owns the App (``GET /app``, once per process)."""
+        return await self._app_owner.get("app")
+
+    async def _fetch_app_owner(self, _: str) -> Expiring[str]:
+        data = await self.request("GET", "/app", auth="app")
+        return Expiring(_field(_field(data, "owner", Mapping), "login", str), float("inf"))
+
+    async def head_repository(self, *, installation_id: int, repository: str, run_id: int) -> str:
+        """``owner/name`` of the repository a workflow run's head commit comes from (cached per run)."""
+        return await self._head_repositories.get((installation_id, repository, run_id))
+
+    async def _fetch_head_repository(self, key: tuple[int, str, int]) -> Expiring[str]:
+        installation_id, repository, run_id = key
+        data = await self.request("GET", f"/repos/{repository}/actions/runs/{run_id}", auth=installation_id)
+        head = data.get("head_repository") if isinstance(data, Mapping) else None
+        name = head.get("full_name") if isinstance(head, Mapping) else None
+        full_name = name if isinstance(name, str) else DELETED_REPOSITORY
+        return Expiring(full_name, self._clock.now() + WORKFLOW_RUN_LIFETIME)
 
     async def _mint_installation_token(self, installation_id: int) -> Expiring[Secret]:
         data = await self.request(

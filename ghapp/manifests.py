@@ -142,17 +142,19 @@ def pod_template(plan: RunnerPlan) -> dict[str, Any]:
     runner.setdefault("workingDir", RUNNER_HOME)
     runner["command"] = list(JIT_COMMAND) if plan.pool.mode == "jit" else ["/bin/bash", "-c", RUNNER_SCRIPT]
     runner["env"] = [*(runner.get("env") or []), *copy.deepcopy(list(plan.pool.env)), *_runner_env(plan)]
-    _harden(spec)
+    _harden(spec, service_account=plan.service_account)
     return template
 
 
-def _harden(spec: dict[str, Any]) -> None:
+def _harden(spec: dict[str, Any], *, service_account: str) -> None:
     """Fill in the hardening defaults a template leaves out (a field the template sets is kept).
 
-    Pod: no service-account token, no service links, uid 1001, seccomp ``RuntimeDefault``. Every container:
+    Pod: the runner ServiceAccount (GHAPP_RUNNER_SERVICE_ACCOUNT) without its token, no service links,
+    uid 1001, seccomp ``RuntimeDefault``. Every container:
     ``runAsNonRoot`` (unless the template makes it run as uid 0), and unless the template makes it
     ``privileged``: no privilege escalation, all capabilities dropped.
     """
+    spec.setdefault("serviceAccountName", service_account)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
     pod_security = spec.setdefault("securityContext", {})
@@ -213,6 +215,7 @@ def check_pools(settings: Settings) -> None:
             name=runner_name(prefix=settings.runner_prefix, workflow_job_id=2**63 - 1),
             namespace=pool.namespace or settings.namespace,
             runner_url=scope.url(settings.web_url),
+            service_account=settings.runner_service_account,
         )
         for path, problem in kubeschema.problems(runner_job(plan, runner_id=1)):
             raise ConfigError(

@@ -109,6 +109,7 @@ def environ(github: FakeGitHub, pools_file: Path) -> dict[str, str]:
         "GHAPP_GITHUB_API_URL": github.api_url,
         "GHAPP_NAMESPACE": NAMESPACE,
         "GHAPP_POOLS_FILE": str(pools_file),
+        "GHAPP_ALLOWED_ACCOUNTS": "acme,alice,globex",
     }
 
 

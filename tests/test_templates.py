@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ghapp import manifests, planner
+from ghapp import manifests, planner, policy
 from ghapp.cli import SAMPLE_PAYLOAD, main
 from ghapp.config import Settings, load_settings
 from ghapp.errors import ConfigError
@@ -22,6 +22,7 @@ from .fakes.kube import KubeEmulator
 from .schema import validate
 
 SAMPLE: dict[str, Any] = json.loads(SAMPLE_PAYLOAD.read_text())
+FACTS = policy.Facts(app_owner="acme")  # the sample's account owns the App
 
 TEMPLATED = """
 pools:
@@ -77,7 +78,7 @@ def settings_from(tmp_path: Path, document: str, **overrides: Any) -> Settings:
 
 
 def plan_for(settings: Settings) -> planner.RunnerPlan:
-    result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings)
+    result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings, facts=FACTS)
     assert isinstance(result, planner.RunnerPlan)
     return result
 
@@ -231,9 +232,9 @@ async def test_pool_namespace_is_where_its_runners_go(
 
 def test_the_documented_example_pools_file_loads_and_validates(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "docs" / "pools-example.yaml"
-    settings = load_settings({"GHAPP_POOLS_FILE": str(example)})
-    assert [pool.mode for pool in settings.pools] == ["registration-token", "jit"]
-    for pool in settings.pools:
-        result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings, pool=pool)
-        assert isinstance(result, planner.RunnerPlan)
-        validate(manifests.runner_job(result, runner_id=1))
+    settings = load_settings({"GHAPP_POOLS_FILE": str(example)})  # every pool's Job is validated at load
+    assert [pool.mode for pool in settings.pools] == ["registration-token", "registration-token", "jit"]
+    docker = settings.pools[-1]
+    result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings, facts=FACTS, pool=docker)
+    assert isinstance(result, planner.RunnerPlan)
+    validate(manifests.runner_job(result, runner_id=1))
