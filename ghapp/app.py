@@ -13,6 +13,7 @@ from kubernetes_asyncio import client as k8s
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ghapp import events, logs
+from ghapp.admission import Admission
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
@@ -44,6 +45,7 @@ class Services:
     kube: KubeClient
     inventory: Inventory
     launcher: Launcher
+    admission: Admission
     activity: Activity
     reconciler: Reconciler
     elector: LeaderElector
@@ -57,7 +59,11 @@ class Services:
         """Route one verified event to its handlers (runs after the webhook was answered)."""
         with logs.bound(delivery_id=event.delivery_id):
             ctx = events.Context(
-                launcher=self.launcher, metrics=self.metrics, activity=self.activity, received_at=received_at
+                launcher=self.launcher,
+                admission=self.admission,
+                metrics=self.metrics,
+                activity=self.activity,
+                received_at=received_at,
             )
             await events.router.dispatch(event, ctx)
 
@@ -110,7 +116,7 @@ async def start_services(
     )
     kube = KubeClient(api_client=api_client, namespace=settings.namespace, clock=clock, metrics=metrics)
     tasks = TaskSet()
-    inventory = Inventory(kube=kube, clock=clock, metrics=metrics)
+    inventory = Inventory(kube=kube, namespaces=settings.runner_namespaces, clock=clock, metrics=metrics)
     limiter = Limiter(
         inventory=inventory,
         pool_limits={pool.name: pool.max_runners for pool in settings.pools},
@@ -127,9 +133,11 @@ async def start_services(
         clock=clock,
         tasks=tasks,
     )
+    admission = Admission(settings=settings, github=github, metrics=metrics)
     activity = Activity()
     reconciler = Reconciler(
         settings=settings,
+        admission=admission,
         github=github,
         kube=kube,
         inventory=inventory,
@@ -156,6 +164,7 @@ async def start_services(
         kube=kube,
         inventory=inventory,
         launcher=launcher,
+        admission=admission,
         activity=activity,
         reconciler=reconciler,
         elector=elector,

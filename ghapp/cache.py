@@ -24,13 +24,22 @@ class Expiring(Generic[V]):
 class ExpiringCache(Generic[K, V]):
     """Fetches a value per key on demand, keeps it until `margin` seconds before it expires.
 
-    Concurrent callers for the same key share one fetch; a failed fetch is not cached.
+    Concurrent callers for the same key share one fetch; a failed fetch is not cached. With `max_entries`,
+    the longest-held value is dropped when a new one would exceed it.
     """
 
-    def __init__(self, *, fetch: Callable[[K], Awaitable[Expiring[V]]], clock: Clock, margin: float) -> None:
+    def __init__(
+        self,
+        *,
+        fetch: Callable[[K], Awaitable[Expiring[V]]],
+        clock: Clock,
+        margin: float,
+        max_entries: int | None = None,
+    ) -> None:
         self._fetch = fetch
         self._clock = clock
         self._margin = margin
+        self._max_entries = max_entries
         self._values: dict[K, Expiring[V]] = {}
         self._inflight: dict[K, asyncio.Future[Expiring[V]]] = {}
 
@@ -51,7 +60,10 @@ class ExpiringCache(Generic[K, V]):
         if self._inflight.get(key) is done:
             del self._inflight[key]
         if not done.cancelled() and done.exception() is None:
+            self._values.pop(key, None)
             self._values[key] = done.result()
+            if self._max_entries is not None and len(self._values) > self._max_entries:
+                del self._values[next(iter(self._values))]  # the longest-held value
 
     def invalidate(self, key: K, value: V | None = None) -> None:
         """Forget `key`'s value (only if it is still `value`, when given), e.g. after a 401."""

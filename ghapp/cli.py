@@ -16,7 +16,7 @@ from aiohttp import web
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from ghapp import __version__, logs, manifests, planner
+from ghapp import __version__, logs, manifests, planner, policy
 from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings
 from ghapp.errors import ConfigError, GhappError
 from ghapp.models import WorkflowJob
@@ -24,6 +24,8 @@ from ghapp.sensitive import Secret
 
 SAMPLE_PAYLOAD = Path(__file__).with_name("data") / "sample-workflow-job.json"
 TOKEN_PLACEHOLDER = "<registration-token>"
+JITCONFIG_PLACEHOLDER = "<encoded-jit-config>"
+RUNNER_ID_PLACEHOLDER = "<runner id from generate-jitconfig>"
 
 
 class _ManifestDumper(yaml.SafeDumper):
@@ -85,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
     )
+    render.add_argument("--pool", metavar="NAME", help="render for this pool, whatever the job's labels")
+    render.add_argument(
+        "--app-owner",
+        metavar="LOGIN",
+        help="the App owner's login, for the account rule when GHAPP_ALLOWED_ACCOUNTS is empty "
+        "(without it that rule is not checked offline)",
+    )
+    render.add_argument(
+        "--head-repository",
+        metavar="OWNER/NAME",
+        help="the workflow run's head repository, for the fork rule of public repositories "
+        "(without it that rule is not checked offline)",
+    )
     _add_setup_parser(commands)
     _add_check_parser(commands)
     return parser
@@ -99,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
-            return render(settings, payload_file=args.payload)
+            facts = policy.Facts(app_owner=args.app_owner, head_repository=args.head_repository, offline=True)
+            return render(settings, payload_file=args.payload, pool_name=args.pool, facts=facts)
         if args.command == "reconcile":
             return reconcile_once(settings)
         return serve(settings)
@@ -108,32 +124,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def render(settings: Settings, *, payload_file: Path) -> int:
-    """Print the manifests for one payload; exit 1 (with the reason) if ghapp would not start a runner."""
+def render(
+    settings: Settings,
+    *,
+    payload_file: Path,
+    pool_name: str | None = None,
+    facts: policy.Facts | None = None,
+) -> int:
+    """Print the manifests for one payload; exit 1 (with the rule and reason) if ghapp would not start a
+    runner. Rules that need facts from GitHub that `facts` lacks are reported as not checked."""
     try:
         payload: Any = json.loads(payload_file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"--payload: cannot read {payload_file}: {exc.strerror}") from None
     except ValueError as exc:
         raise ConfigError(f"--payload: {payload_file} is not JSON: {exc}") from None
+    pool = None
+    if pool_name is not None:
+        pool = next((p for p in settings.pools if p.name == pool_name), None)
+        if pool is None:
+            names = ", ".join(p.name for p in settings.pools)
+            raise ConfigError(f"--pool: no pool named {pool_name!r} (pools: {names})")
     job = WorkflowJob.from_payload(payload)
-    match planner.plan(job, settings):
+    match planner.plan(job, settings, facts=facts or policy.Facts(offline=True), pool=pool):
+        case planner.Skip(reason, rule) as skip if skip.refused:
+            print(f"# no runner for workflow job {job.id}: refused by rule {rule}: {reason}")
+            return 1
         case planner.Skip(reason):
             print(f"# no runner for workflow job {job.id}: {reason}")
             return 1
         case planner.RunnerPlan() as plan:
-            secret = manifests.runner_secret(plan, credential=Secret(TOKEN_PLACEHOLDER), job_uid="<job-uid>")
-            secret.pop("data")
-            secret["stringData"] = {manifests.TOKEN_KEY: TOKEN_PLACEHOLDER}
-            print(
-                f"# pool {plan.pool.name}, {plan.scope.kind} runner for {plan.scope.key}, runner {plan.name}"
-            )
-            print(
-                yaml.dump_all([secret, manifests.runner_job(plan)], Dumper=_ManifestDumper, sort_keys=False),
-                end="",
-            )
+            print(_render_plan(plan), end="")
             return 0
     raise AssertionError("unreachable")
+
+
+def _render_plan(plan: planner.RunnerPlan) -> str:
+    """The comment header, Secret and Job of `plan`, credentials replaced by placeholders."""
+    jit = plan.pool.mode == "jit"
+    placeholder = JITCONFIG_PLACEHOLDER if jit else TOKEN_PLACEHOLDER
+    secret = manifests.runner_secret(plan, credential=Secret(placeholder), job_uid="<job-uid>")
+    secret.pop("data")
+    secret["stringData"] = {manifests.credential_key(plan.pool): placeholder}
+    job = manifests.runner_job(plan)
+    lines = [
+        f"# pool {plan.pool.name} ({plan.pool.mode}), {plan.scope.kind} runner for {plan.scope.key}, "
+        f"runner {plan.name}, namespace {plan.namespace}"
+    ]
+    lines += [f"# {note}" for note in plan.notes]
+    if jit:
+        job["metadata"]["annotations"][manifests.RUNNER_ID_ANNOTATION] = RUNNER_ID_PLACEHOLDER
+        group = (
+            f"the id of runner group {plan.pool.runner_group!r}"
+            if plan.scope.kind == "org" and plan.pool.runner_group
+            else "1 (the default group)"
+        )
+        lines.append(
+            f"# JIT: POST {plan.scope.api_path}/actions/runners/generate-jitconfig with name {plan.name}, "
+            f"labels {list(plan.pool.labels)}, work_folder _work, runner_group_id {group}"
+        )
+    lines.append(yaml.dump_all([secret, job], Dumper=_ManifestDumper, sort_keys=False))
+    return "\n".join(lines)
 
 
 def _kubeconfig_file(settings: Settings) -> str | None:

@@ -28,8 +28,10 @@ from pydantic import (
 from ghapp.errors import ConfigError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ACCOUNT_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_POOLS_FILE = Path(__file__).with_name("data") / "pools.yaml"
+RunnerMode = Literal["registration-token", "jit"]
 MAX_POOL_NAME = 30
 """Pool names end up in label values and object names; 30 leaves room for prefixes and job ids."""
 
@@ -55,10 +57,49 @@ class Pool(BaseModel):
     """Most runners of this pool that may exist at once."""
     image: str = "ghcr.io/actions/actions-runner:latest"
     """Runner image; the official image has no entrypoint, ghapp sets the command."""
+    mode: RunnerMode = "registration-token"
+    """How runners register: ``registration-token`` (``config.sh`` with a shared, cached token) or ``jit``
+    (one just-in-time config per runner from ``generate-jitconfig``; the runner only runs ``run.sh``)."""
     runner_group: str | None = None
-    """Runner group (organisation runners only); default: the organisation's default group."""
+    """Runner group by name (organisation runners only); default: the organisation's default group.
+    Repository runners always join the default group."""
+    namespace: str | None = None
+    """Namespace of this pool's Jobs and Secrets; default: GHAPP_NAMESPACE."""
     ttl_seconds_after_finished: int = Field(default=300, ge=0)
     """How long a finished runner Job stays for inspection before Kubernetes deletes it."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Longest a runner Job may run before Kubernetes stops it; default: no limit."""
+    env: tuple[dict[str, Any], ...] = ()
+    """Extra environment variables (Kubernetes ``EnvVar`` objects) for the runner container."""
+    template: dict[str, Any] | None = None
+    """A Kubernetes ``PodTemplateSpec`` that ghapp merges its runner container into (see the README)."""
+    repositories: tuple[str, ...] = ()
+    """Only jobs of repositories matching one of these globs (``owner/name``, any case); empty: any."""
+    organizations: tuple[str, ...] = ()
+    """Only jobs of repositories whose owner matches one of these globs (case-insensitive); empty: any."""
+    allow_public: bool = False
+    """Whether jobs of public repositories may get a runner from this pool."""
+    allow_forks: bool = False
+    """Whether, in public repositories, runs triggered from a fork (pull requests) may get a runner."""
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_dns_label(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_label(value, what="namespace")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        for index, item in enumerate(value):
+            _check_env_item(item, where=f"env[{index}]")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _check_template(value)
+        return value
 
     @field_validator("name")
     @classmethod
@@ -81,6 +122,54 @@ class Pool(BaseModel):
     def label_set(self) -> frozenset[str]:
         """The pool's labels, lower-cased, for matching."""
         return frozenset(label.lower() for label in self.labels)
+
+
+RUNNER_CONTAINER = "runner"
+"""The container of a pool template that ghapp wires up as the runner."""
+RESERVED_ENV_PREFIX = "ACTIONS_RUNNER_INPUT_"
+"""Runner options ghapp sets itself; templates and pools may not set them."""
+
+
+def _check_env_item(item: Any, *, where: str) -> None:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ValueError(f"{where} must be an EnvVar object with a name")
+    if item["name"].upper().startswith(RESERVED_ENV_PREFIX):
+        raise ValueError(f"{where}: {RESERVED_ENV_PREFIX}* variables are set by ghapp")
+
+
+def _check_template(template: dict[str, Any]) -> None:
+    """The parts of a PodTemplateSpec that ghapp merges into must have the right shape (the rest is
+    checked against the Kubernetes schema once rendered)."""
+    for key in ("metadata", "spec"):
+        if not isinstance(template.get(key, {}), dict):
+            raise ValueError(f"template.{key} must be an object")
+    metadata = template.get("metadata", {})
+    for key in ("labels", "annotations"):
+        if not isinstance(metadata.get(key, {}), dict):
+            raise ValueError(f"template.metadata.{key} must be an object")
+    spec = template.get("spec", {})
+    if spec.get("restartPolicy", "Never") != "Never":
+        raise ValueError("template.spec.restartPolicy: runner pods never restart; leave it out or use Never")
+    if not isinstance(spec.get("securityContext", {}), dict):
+        raise ValueError("template.spec.securityContext must be an object")
+    for list_key in ("containers", "initContainers"):
+        containers = spec.get(list_key, [])
+        if not isinstance(containers, list) or not all(isinstance(c, dict) for c in containers):
+            raise ValueError(f"template.spec.{list_key} must be a list of Container objects")
+        for index, container in enumerate(containers):
+            where = f"template.spec.{list_key}[{index}]"
+            if not isinstance(container.get("securityContext", {}), dict):
+                raise ValueError(f"{where}.securityContext must be an object")
+            if list_key != "containers" or container.get("name") != RUNNER_CONTAINER:
+                continue
+            for owned in ("command", "args"):
+                if owned in container:
+                    raise ValueError(f"{where}.{owned} is set by ghapp; leave it out")
+            env = container.get("env", [])
+            if not isinstance(env, list):
+                raise ValueError(f"{where}.env must be a list of EnvVar objects")
+            for position, item in enumerate(env):
+                _check_env_item(item, where=f"{where}.env[{position}]")
 
 
 class PoolsFile(BaseModel):
@@ -162,6 +251,31 @@ class Settings(BaseModel):
     """KUBECONFIG: kubeconfig file(s); else ~/.kube/config if present, else the in-cluster service account."""
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
     """GHAPP_SHUTDOWN_GRACE_SECONDS: how long in-flight launches may finish after SIGTERM."""
+    allowed_accounts: tuple[str, ...] = ()
+    """GHAPP_ALLOWED_ACCOUNTS: comma-separated org / user logins whose installations may get runners
+    (case-insensitive); empty: only the App's owner; ``*``: any account."""
+    runner_service_account: str = "ghapp-runner"
+    """GHAPP_RUNNER_SERVICE_ACCOUNT: the ServiceAccount runner pods run as (it should have no permissions)."""
+
+    @field_validator("allowed_accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_accounts")
+    @classmethod
+    def _accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for login in value:
+            if login != "*" and not ACCOUNT_LOGIN.match(login):
+                raise ValueError("must be '*' or comma-separated GitHub logins (letters, digits, '-')")
+        return value
+
+    @field_validator("runner_service_account")
+    @classmethod
+    def _service_account(cls, value: str) -> str:
+        return _dns_label(value, what="runner service account", max_length=253)
 
     @field_validator("github_api_url")
     @classmethod
@@ -217,6 +331,11 @@ class Settings(BaseModel):
         return self
 
     @property
+    def runner_namespaces(self) -> tuple[str, ...]:
+        """Every namespace runner Jobs may live in: GHAPP_NAMESPACE and the pools' own."""
+        return tuple(sorted({self.namespace, *(pool.namespace for pool in self.pools if pool.namespace)}))
+
+    @property
     def web_url(self) -> str:
         """The GitHub web root that runners register against (github.com, or the GHES host)."""
         parts = urlsplit(self.github_api_url)
@@ -255,6 +374,8 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_LOG_LEVEL": "log_level",
     "GHAPP_LOG_FORMAT": "log_format",
     "GHAPP_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "GHAPP_ALLOWED_ACCOUNTS": "allowed_accounts",
+    "GHAPP_RUNNER_SERVICE_ACCOUNT": "runner_service_account",
     "KUBECONFIG": "kubeconfig",
     "GHAPP_MAX_RUNNERS": "max_runners",
     "GHAPP_INSTALLATION_WEIGHTS": "installation_weights",
@@ -312,16 +433,30 @@ def read_pools(path: Path) -> tuple[Pool, ...]:
     try:
         return PoolsFile.model_validate(document).pools
     except ValidationError as exc:
-        raise ConfigError(f"GHAPP_POOLS_FILE: {path}: " + _describe(exc, prefix="")) from None
+        raise ConfigError(f"GHAPP_POOLS_FILE: {path}: " + _describe_pools(exc, document)) from None
 
 
-def _describe(exc: ValidationError, *, prefix: str) -> str:
-    """A validation error as text that names the fields and never repeats input values (may be secrets)."""
+def _describe_pools(exc: ValidationError, document: Any) -> str:
+    """Pools file problems, naming the pool and the field (values are never repeated)."""
+    raw_pools = document.get("pools") if isinstance(document, dict) else None
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"])
+        loc = error["loc"]
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{prefix}{location}: {message}" if location else f"{prefix}{message}")
+        location = ".".join(str(part) for part in loc)
+        if len(loc) < 3 or loc[0] != "pools" or not isinstance(loc[1], int):
+            problems.append(f"{location}: {message}" if location else message)
+            continue
+        raw = raw_pools[loc[1]] if isinstance(raw_pools, list) and loc[1] < len(raw_pools) else None
+        name = raw.get("name") if isinstance(raw, dict) else None
+        pool = f"pool {name!r}" if isinstance(name, str) else f"pools.{loc[1]}"
+        field = ".".join(str(part) for part in loc[2:])
+        if message.startswith((f"{field}.", f"{field}[")):
+            problems.append(f"{pool}: {message}")  # the message names the field, more precisely
+        elif isinstance(name, str):
+            problems.append(f"{pool} ({location}): {message}")
+        else:
+            problems.append(f"{location}: {message}")
     return "; ".join(problems)
 
 
@@ -342,7 +477,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     pools_file = Path(raw.get("pools_file", DEFAULT_POOLS_FILE))
     raw["pools"] = read_pools(pools_file)
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
@@ -350,3 +485,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             name = _FIELD_ENV.get(field, field or "settings")
             problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    # Imported here: manifests builds on this module. Every pool's rendered Job must pass the schema.
+    from ghapp.manifests import check_pools
+
+    check_pools(settings)
+    return settings

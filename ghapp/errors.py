@@ -33,3 +33,16 @@ class KubernetesError(GhappError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RunnerGroupNotFound(GhappError):
+    """A pool names a runner group that the organisation does not have."""
+
+    def __init__(self, *, org: str, group: str) -> None:
+        super().__init__(f"organisation {org!r} has no runner group named {group!r}")
+        self.org = org
+        self.group = group
+
+
+class RunnerNameTaken(GhappError):
+    """A live runner (online or busy) already has the name ghapp would give a new JIT runner."""

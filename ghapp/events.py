@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gidgethub import routing, sansio
 
 from ghapp import logs, planner
+from ghapp.admission import Admission
 from ghapp.errors import InvalidPayload
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
@@ -22,6 +23,7 @@ class Context:
     """What every handler receives besides the event."""
 
     launcher: Launcher
+    admission: Admission
     metrics: Metrics
     activity: Activity
     received_at: float
@@ -53,7 +55,9 @@ async def on_queued(event: sansio.Event, ctx: Context) -> None:
     job = _parse(event, ctx)
     if job is None:
         return
-    match planner.plan(job, ctx.launcher.settings):
+    match await ctx.admission.plan(job):
+        case planner.Skip() as skip if skip.refused:
+            ctx.admission.refused(job, skip)
         case planner.Skip(reason):
             ctx.metrics.jobs_skipped.labels("no-matching-pool").inc()
             log.info("not ours: %s", reason, extra={"labels": list(job.labels)})
@@ -101,15 +105,19 @@ async def on_waiting(event: sansio.Event, ctx: Context) -> None:
 async def on_installation(event: sansio.Event, ctx: Context) -> None:
     installation = event.data.get("installation") or {}
     account = (installation.get("account") or {}).get("login")
-    log.info(
-        "installation event",
-        extra={
-            "event": event.event,
-            "action": event.data.get("action"),
-            "installation_id": installation.get("id"),
-            "account": account,
-        },
-    )
+    extra = {
+        "event": event.event,
+        "action": event.data.get("action"),
+        "installation_id": installation.get("id"),
+        "account": account,
+    }
+    log.info("installation event", extra=extra)
+    if isinstance(account, str) and not await ctx.admission.account_allowed(account):
+        log.warning(
+            "installation on account %s, which may not get runners (GHAPP_ALLOWED_ACCOUNTS)",
+            account,
+            extra=extra,
+        )
 
 
 router = routing.Router(workflow_jobs, installations)

@@ -22,7 +22,7 @@ from ghapp import __version__
 from ghapp.auth import AppAuth, InstallationTokens
 from ghapp.cache import Expiring, ExpiringCache
 from ghapp.clock import Clock, parse_timestamp
-from ghapp.errors import GitHubError
+from ghapp.errors import GitHubError, RunnerGroupNotFound
 from ghapp.metrics import Metrics
 from ghapp.planner import RunnerScope
 from ghapp.retry import Backoff
@@ -35,6 +35,34 @@ REGISTRATION_TOKEN_MARGIN: Final = 600.0
 """A registration token is reused until this many seconds before it expires."""
 SECONDARY_LIMIT_WAIT: Final = 60.0
 """GitHub's advice when a secondary limit answer has no retry-after: wait at least a minute."""
+RUNNER_GROUPS_LIFETIME: Final = 600.0
+"""An organisation's runner groups (name → id) are looked up again after this many seconds."""
+WORKFLOW_RUN_LIFETIME: Final = 86400.0
+"""A workflow run's head repository is remembered this long (it never changes)."""
+WORKFLOW_RUN_CACHE_SIZE: Final = 10_000
+"""At most this many workflow runs' head repositories are remembered."""
+DELETED_REPOSITORY: Final = "(deleted repository)"
+"""The head repository of a run whose head repository is gone (a deleted fork): never the base."""
+DEFAULT_RUNNER_GROUP_ID: Final = 1
+"""The id of every organisation's default runner group; repository runners always join it."""
+
+
+@dataclass(frozen=True, slots=True)
+class JitConfig:
+    """A just-in-time runner configuration: the runner GitHub registered and its encoded config."""
+
+    runner_id: int
+    encoded: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerInfo:
+    """A registered self-hosted runner, as ``GET …/actions/runners`` lists it."""
+
+    id: int
+    name: str
+    status: str
+    busy: bool
 
 
 @dataclass(slots=True)
@@ -134,6 +162,15 @@ class GitHubClient:
         self._registration_tokens: ExpiringCache[tuple[int, RunnerScope], Secret] = ExpiringCache(
             fetch=self._fetch_registration_token, clock=clock, margin=REGISTRATION_TOKEN_MARGIN
         )
+        self._runner_groups: ExpiringCache[tuple[int, str], Mapping[str, int]] = ExpiringCache(
+            fetch=self._fetch_runner_groups, clock=clock, margin=0.0
+        )
+        self._app_owner: ExpiringCache[str, str] = ExpiringCache(
+            fetch=self._fetch_app_owner, clock=clock, margin=0.0
+        )
+        self._head_repositories: ExpiringCache[tuple[int, str, int], str] = ExpiringCache(
+            fetch=self._fetch_head_repository, clock=clock, margin=0.0, max_entries=WORKFLOW_RUN_CACHE_SIZE
+        )
 
     # -- the calls -------------------------------------------------------------------------------------
 
@@ -147,6 +184,99 @@ class GitHubClient:
             "POST", f"{scope.api_path}/actions/runners/registration-token", auth=installation_id, data={}
         )
         return Expiring(Secret(_field(data, "token", str)), parse_timestamp(_field(data, "expires_at", str)))
+
+    # -- JIT runners and runner groups --------------------------------------------------------------------
+
+    async def generate_jitconfig(
+        self, *, installation_id: int, scope: RunnerScope, name: str, runner_group_id: int, labels: list[str]
+    ) -> JitConfig:
+        """Register runner `name` and return its JIT config. `GitHubError` status 409: the name is taken."""
+        data = await self.request(
+            "POST",
+            f"{scope.api_path}/actions/runners/generate-jitconfig",
+            auth=installation_id,
+            data={"name": name, "runner_group_id": runner_group_id, "labels": labels, "work_folder": "_work"},
+        )
+        runner = _field(data, "runner", Mapping)
+        return JitConfig(_field(runner, "id", int), Secret(_field(data, "encoded_jit_config", str)))
+
+    async def find_runner(self, *, installation_id: int, scope: RunnerScope, name: str) -> RunnerInfo | None:
+        """The runner called `name` in `scope`, or None."""
+        data = await self.request(
+            "GET", f"{scope.api_path}/actions/runners", auth=installation_id, params={"name": name}
+        )
+        for item in _field(data, "runners", list):
+            if isinstance(item, Mapping) and item.get("name") == name:
+                return RunnerInfo(
+                    id=_field(item, "id", int),
+                    name=name,
+                    status=str(item.get("status", "")),
+                    busy=bool(item.get("busy")),
+                )
+        return None
+
+    async def delete_runner(self, *, installation_id: int, scope: RunnerScope, runner_id: int) -> bool:
+        """Deregister a runner; False if it was gone already. `GitHubError` 422: it is running a job."""
+        try:
+            await self.request(
+                "DELETE", f"{scope.api_path}/actions/runners/{runner_id}", auth=installation_id
+            )
+        except GitHubError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def runner_group_id(self, *, installation_id: int, org: str, name: str) -> int:
+        """The id of `org`'s runner group called `name` (case-insensitive); groups are cached per org.
+
+        Raises `RunnerGroupNotFound` if the organisation has no such group.
+        """
+        groups = await self._runner_groups.get((installation_id, org.lower()))
+        group_id = groups.get(name.lower())
+        if group_id is None:
+            raise RunnerGroupNotFound(org=org, group=name)
+        return group_id
+
+    async def _fetch_runner_groups(self, key: tuple[int, str]) -> Expiring[Mapping[str, int]]:
+        installation_id, org = key
+        groups: dict[str, int] = {}
+        page = 1
+        while True:
+            data, more = await self.request_page(
+                "GET",
+                f"/orgs/{org}/actions/runner-groups",
+                auth=installation_id,
+                params={"per_page": 100, "page": page},
+            )
+            for group in _field(data, "runner_groups", list):
+                if isinstance(group, Mapping) and isinstance(group.get("name"), str):
+                    groups.setdefault(group["name"].lower(), _field(group, "id", int))
+            if not more:
+                return Expiring(groups, self._clock.now() + RUNNER_GROUPS_LIFETIME)
+            page += 1
+
+    # -- facts the runner policy needs ---------------------------------------------------------------------
+
+    async def app_owner(self) -> str:
+        """The login of the account that owns the App (``GET /app``, once per process)."""
+        return await self._app_owner.get("app")
+
+    async def _fetch_app_owner(self, _: str) -> Expiring[str]:
+        data = await self.request("GET", "/app", auth="app")
+        return Expiring(_field(_field(data, "owner", Mapping), "login", str), float("inf"))
+
+    async def head_repository(self, *, installation_id: int, repository: str, run_id: int) -> str:
+        """``owner/name`` of the repository a workflow run's head commit comes from (cached per run)."""
+        return await self._head_repositories.get((installation_id, repository, run_id))
+
+    async def _fetch_head_repository(self, key: tuple[int, str, int]) -> Expiring[str]:
+        installation_id, repository, run_id = key
+        data = await self.request("GET", f"/repos/{repository}/actions/runs/{run_id}", auth=installation_id)
+        head = data.get("head_repository") if isinstance(data, Mapping) else None
+        name = head.get("full_name") if isinstance(head, Mapping) else None
+        full_name = name if isinstance(name, str) else DELETED_REPOSITORY
+        return Expiring(full_name, self._clock.now() + WORKFLOW_RUN_LIFETIME)
 
     async def _mint_installation_token(self, installation_id: int) -> Expiring[Secret]:
         data = await self.request(

@@ -26,6 +26,7 @@ class RunnerJob:
     """What ghapp needs to know about one runner Job."""
 
     name: str
+    namespace: str
     uid: str
     pool: str
     installation_id: int
@@ -63,6 +64,7 @@ class RunnerJob:
         runner_id = annotations.get(manifests.RUNNER_ID_ANNOTATION)
         return cls(
             name=str(metadata.get("name", "")),
+            namespace=str(metadata.get("namespace", "")),
             uid=str(metadata.get("uid", "")),
             pool=str(pool),
             installation_id=installation_id,
@@ -78,14 +80,20 @@ class RunnerJob:
 
 
 class Inventory:
-    """ghapp's runner Jobs by name, from list + watch; listeners are told after every change."""
+    """ghapp's runner Jobs by name, from list + watch of each runner namespace; listeners hear of changes.
 
-    def __init__(self, *, kube: KubeClient, clock: Clock, metrics: Metrics) -> None:
+    Runner names are unique across namespaces (they derive from the workflow job id), so one map holds all.
+    """
+
+    def __init__(
+        self, *, kube: KubeClient, namespaces: Iterable[str], clock: Clock, metrics: Metrics
+    ) -> None:
         self._kube = kube
+        self.namespaces = tuple(sorted(set(namespaces)))
         self._clock = clock
         self._metrics = metrics
         self.jobs: dict[str, RunnerJob] = {}
-        self._version = ""
+        self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
         self._listeners: list[Callable[[], None]] = []
         self._tombstones: set[str] = set()  # uids of Jobs ghapp deleted, until the watch confirms it
         self.synced = asyncio.Event()
@@ -102,12 +110,25 @@ class Inventory:
         return next((j for j in self.jobs.values() if j.workflow_job_id == workflow_job_id), None)
 
     async def sync(self) -> None:
-        """Replace what is known with a fresh list from the API server."""
-        objects, self._version = await self._kube.list("jobs")
-        self.jobs = {job.name: job for job in self._parse(objects)}
+        """Replace what is known with a fresh list of every runner namespace."""
+        jobs: dict[str, RunnerJob] = {}
+        for namespace in self.namespaces:
+            jobs.update({job.name: job for job in await self._list(namespace)})
+        self.jobs = jobs
         self._tombstones.clear()
         self.synced.set()
         log.info("runner Jobs listed", extra={"jobs": len(self.jobs), "active": len(self.active())})
+        self._changed()
+
+    async def _list(self, namespace: str) -> list[RunnerJob]:
+        objects, version = await self._kube.list("jobs", namespace=namespace)
+        self._versions[namespace] = version
+        return self._parse(objects)
+
+    def _resync(self, namespace: str, fresh: list[RunnerJob]) -> None:
+        """Replace what is known of one namespace with a fresh list of it."""
+        self.jobs = {name: job for name, job in self.jobs.items() if job.namespace != namespace}
+        self.jobs.update({job.name: job for job in fresh})
         self._changed()
 
     def observe(self, obj: dict[str, Any]) -> None:
@@ -125,27 +146,35 @@ class Inventory:
             self._changed()
 
     async def run(self) -> None:
-        """List, then watch forever; list again after an expired or broken watch (with a pause)."""
+        """Watch every runner namespace forever (after `sync`)."""
+        await asyncio.gather(*(self._watch(namespace) for namespace in self.namespaces))
+
+    async def _watch(self, namespace: str) -> None:
+        """Watch one namespace; list it again after an expired or broken watch (with a pause)."""
         failures = 0
         while True:
             try:
-                if not self._version:
-                    await self.sync()
-                async for event in self._kube.watch("jobs", resource_version=self._version):
-                    self._apply(event.type, event.object)
+                if not self._versions.get(namespace):
+                    self._resync(namespace, await self._list(namespace))
+                async for event in self._kube.watch(
+                    "jobs", resource_version=self._versions[namespace], namespace=namespace
+                ):
+                    self._apply(namespace, event.type, event.object)
                 failures = 0
             except Expired:
-                self._version = ""
+                self._versions[namespace] = ""
             except KubernetesError as exc:
                 failures += 1
-                self._version = ""
-                log.warning("watching runner Jobs failed; listing again: %s", exc)
+                self._versions[namespace] = ""
+                log.warning(
+                    "watching runner Jobs failed; listing again: %s", exc, extra={"namespace": namespace}
+                )
                 await self._clock.sleep(min(30.0, 0.5 * 2**failures))
 
-    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+    def _apply(self, namespace: str, kind: str, obj: dict[str, Any]) -> None:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
-            self._version = str(version)
+            self._versions[namespace] = str(version)
         if kind == "BOOKMARK":
             return
         job = RunnerJob.from_object(obj)

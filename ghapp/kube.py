@@ -63,7 +63,11 @@ class Expired(KubernetesError):
 
 
 class KubeClient:
-    """Runner Jobs and Secrets and the reconciler's Lease in one namespace, through a caller's `ApiClient`."""
+    """Runner Jobs and Secrets, and the reconciler's Lease, through a caller-owned `ApiClient`.
+
+    Objects live in `namespace` unless a call names another one (a pool may have its own namespace);
+    creations take the namespace from the manifest.
+    """
 
     def __init__(
         self,
@@ -84,10 +88,11 @@ class KubeClient:
 
     async def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create a Job; if it exists already, return the existing one. The bool says whether it was new."""
-        answer = await self._call("create", "jobs", body=body, accept=(201, 409))
+        namespace = body["metadata"].get("namespace")
+        answer = await self._call("create", "jobs", body=body, accept=(201, 409), namespace=namespace)
         if answer.status == 409:
             name = body["metadata"]["name"]
-            existing = await self.get("jobs", name)
+            existing = await self.get("jobs", name, namespace=namespace)
             if existing is None:  # deleted between our create and get: let the caller try again
                 raise KubernetesError(f"Job {name} vanished while being created", status=409)
             return existing, False
@@ -95,32 +100,40 @@ class KubeClient:
 
     async def create_secret(self, body: dict[str, Any]) -> bool:
         """Create a Secret; True if it was new, False if one of that name existed already."""
-        answer = await self._call("create", "secrets", body=body, accept=(201, 409))
+        namespace = body["metadata"].get("namespace")
+        answer = await self._call("create", "secrets", body=body, accept=(201, 409), namespace=namespace)
         return answer.status == 201
 
-    async def get(self, resource: Resource, name: str) -> dict[str, Any] | None:
-        """One object by name, or None."""
-        answer = await self._call("get", resource, name=name, accept=(200, 404))
+    async def get(
+        self, resource: Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """One object by name (in `namespace`, default: the client's), or None."""
+        answer = await self._call("get", resource, name=name, accept=(200, 404), namespace=namespace)
         return answer.body if answer.status == 200 else None
 
     async def list(
-        self, resource: Resource, *, selector: str = RUNNER_SELECTOR
+        self, resource: Resource, *, selector: str = RUNNER_SELECTOR, namespace: str | None = None
     ) -> tuple[list[dict[str, Any]], str]:
         """All objects matching `selector` (all pages), and the list's resourceVersion (to watch from)."""
         items: list[dict[str, Any]] = []
         query: dict[str, str | int] = {"labelSelector": selector, "limit": 500}
         while True:
-            answer = await self._call("list", resource, query=query, accept=(200,))
+            answer = await self._call("list", resource, query=query, accept=(200,), namespace=namespace)
             items.extend(answer.body.get("items") or [])
             metadata = answer.body.get("metadata") or {}
             if not metadata.get("continue"):
                 return items, str(metadata.get("resourceVersion", ""))
             query = {**query, "continue": metadata["continue"]}
 
-    async def delete(self, resource: Resource, name: str) -> bool:
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> bool:
         """Delete an object and (Background propagation) what it owns; False if it was already gone."""
         answer = await self._call(
-            "delete", resource, name=name, body={"propagationPolicy": "Background"}, accept=(200, 202, 404)
+            "delete",
+            resource,
+            name=name,
+            body={"propagationPolicy": "Background"},
+            accept=(200, 202, 404),
+            namespace=namespace,
         )
         return answer.status != 404
 
@@ -134,12 +147,14 @@ class KubeClient:
             "update", resource, name=body["metadata"]["name"], body=body, accept=(200, 409)
         )
 
-    async def watch(self, resource: Resource, *, resource_version: str) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self, resource: Resource, *, resource_version: str, namespace: str | None = None
+    ) -> AsyncIterator[WatchEvent]:
         """Changes to ghapp's runner objects after `resource_version`, until the server ends the watch.
 
         Raises `Expired` when the version is too old, `KubernetesError` when the stream breaks.
         """
-        path = COLLECTIONS[resource].format(namespace=self.namespace)
+        path = COLLECTIONS[resource].format(namespace=namespace or self.namespace)
         query = {
             "labelSelector": RUNNER_SELECTOR,
             "watch": "true",
@@ -253,9 +268,11 @@ class KubeClient:
         query: dict[str, str | int] | None = None,
         body: dict[str, Any] | None = None,
         attempts: int | None = None,
+        namespace: str | None = None,
     ) -> Answer:
         """Send one request, retrying connection errors and 429/5xx with backoff; other answers are final."""
-        path = COLLECTIONS[resource].format(namespace=self.namespace) + (f"/{name}" if name else "")
+        collection = COLLECTIONS[resource].format(namespace=namespace or self.namespace)
+        path = collection + (f"/{name}" if name else "")
         method = _METHODS[verb]
         limit = attempts or self._backoff.attempts
         attempt = 0

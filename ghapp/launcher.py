@@ -1,4 +1,9 @@
-"""Launching runners: dedupe → credential → Job → Secret owned by the Job. Idempotent end to end."""
+"""Launching runners: dedupe → credential → Job → Secret owned by the Job. Idempotent end to end.
+
+Registration-token pools share one cached token per org / repo. JIT pools get one runner registration per
+job from GitHub (``generate-jitconfig``), made only after checking the cluster has no runner Job for the
+job yet, so that a redelivered webhook never registers (or replaces) a runner twice.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ from typing import Literal
 from ghapp import logs, manifests
 from ghapp.clock import Clock
 from ghapp.config import Settings
-from ghapp.errors import GhappError
-from ghapp.github import GitHubClient
+from ghapp.errors import GhappError, GitHubError, RunnerGroupNotFound, RunnerNameTaken
+from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
 from ghapp.limiter import Limiter
@@ -21,7 +26,7 @@ from ghapp.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["created", "exists", "failed"]
+Outcome = Literal["created", "exists", "failed", "skipped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,7 @@ class Launcher:
         self._inflight: dict[int, asyncio.Task[LaunchResult]] = {}
         self._waiting: dict[int, float] = {}  # workflow job id → when its webhook arrived
         self._launching: set[str] = set()  # runner names being created
+        self._unknown_groups: set[tuple[str, str]] = set()
         inventory.subscribe(self.pump)
 
     def submit(self, plan: RunnerPlan, *, received_at: float) -> None:
@@ -130,7 +136,18 @@ class Launcher:
             pool=plan.pool.name,
         ):
             try:
-                outcome = await self._create(plan)
+                outcome = await (self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan))
+            except RunnerGroupNotFound as exc:
+                self._metrics.jobs_skipped.labels("unknown-runner-group").inc()
+                if (exc.org.lower(), exc.group.lower()) not in self._unknown_groups:
+                    self._unknown_groups.add((exc.org.lower(), exc.group.lower()))
+                    log.error(
+                        "pool %s cannot start runners for %s: %s (pool setting runner_group)",
+                        plan.pool.name,
+                        exc.org,
+                        exc,
+                    )
+                return LaunchResult("skipped", plan.name)
             except GhappError as exc:
                 log.error("could not start a runner: %s", exc)
                 outcome = "failed"
@@ -148,8 +165,74 @@ class Launcher:
         )
         job, created = await self._kube.create_job(manifests.runner_job(plan))
         self._inventory.observe(job)
-        if not created and await self._kube.get("secrets", plan.name) is not None:
+        if not created and await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
             return "exists"
         secret = manifests.runner_secret(plan, credential=credential, job_uid=job["metadata"]["uid"])
         await self._kube.create_secret(secret)
         return "created" if created else "exists"
+
+    async def _create_jit(self, plan: RunnerPlan) -> Outcome:
+        """JIT: check the cluster, register the runner, then the Job (with the runner id) and its Secret."""
+        existing = await self._kube.get("jobs", plan.name, namespace=plan.namespace)
+        if existing is not None:
+            if await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
+                return "exists"
+            # An earlier attempt died between Job and Secret: its JIT config is lost. Start over.
+            log.warning("runner Job has no Secret; replacing it", extra={"job": plan.name})
+            await self._kube.delete("jobs", plan.name, namespace=plan.namespace)
+            self._inventory.forget(plan.name)
+        jit = await self._jit_config(plan)
+        job, created = await self._kube.create_job(manifests.runner_job(plan, runner_id=jit.runner_id))
+        self._inventory.observe(job)
+        if not created:
+            # Another launch of the same job won the race; the runner registered here is surplus.
+            await self._forget_runner(plan, jit.runner_id)
+            return "exists"
+        secret = manifests.runner_secret(plan, credential=jit.encoded, job_uid=job["metadata"]["uid"])
+        await self._kube.create_secret(secret)
+        return "created"
+
+    async def _jit_config(self, plan: RunnerPlan) -> JitConfig:
+        """One JIT runner named `plan.name`. If GitHub has a runner of that name (an earlier attempt died
+        after registering it) and it is offline and idle, it is deleted and registered again."""
+        if plan.scope.kind == "org" and plan.pool.runner_group:
+            group_id = await self._github.runner_group_id(
+                installation_id=plan.installation_id, org=plan.scope.owner, name=plan.pool.runner_group
+            )
+        else:
+            group_id = DEFAULT_RUNNER_GROUP_ID
+
+        async def generate() -> JitConfig:
+            return await self._github.generate_jitconfig(
+                installation_id=plan.installation_id,
+                scope=plan.scope,
+                name=plan.name,
+                runner_group_id=group_id,
+                labels=list(plan.pool.labels),
+            )
+
+        try:
+            return await generate()
+        except GitHubError as exc:
+            if exc.status != 409:
+                raise
+        runner = await self._github.find_runner(
+            installation_id=plan.installation_id, scope=plan.scope, name=plan.name
+        )
+        if runner is not None:
+            if runner.busy or runner.status != "offline":
+                state = "busy" if runner.busy else runner.status
+                raise RunnerNameTaken(f"runner {plan.name} exists in GitHub and is {state}; not replacing it")
+            log.info("deleting the offline runner left by an earlier attempt", extra={"runner_id": runner.id})
+            await self._github.delete_runner(
+                installation_id=plan.installation_id, scope=plan.scope, runner_id=runner.id
+            )
+        return await generate()
+
+    async def _forget_runner(self, plan: RunnerPlan, runner_id: int) -> None:
+        try:
+            await self._github.delete_runner(
+                installation_id=plan.installation_id, scope=plan.scope, runner_id=runner_id
+            )
+        except GitHubError as exc:
+            log.warning("could not delete a surplus JIT runner: %s", exc, extra={"runner_id": runner_id})

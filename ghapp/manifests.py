@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Any, Final
 
-from ghapp.planner import RunnerPlan
+from ghapp import config, kubeschema
+from ghapp.config import Pool, Settings
+from ghapp.errors import ConfigError
+from ghapp.planner import RunnerPlan, RunnerScope, runner_name
 from ghapp.sensitive import Secret
 
 MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -23,8 +27,10 @@ MANAGER: Final = "ghapp"
 RUNNER_SELECTOR: Final = f"{MANAGED_BY}={MANAGER},{COMPONENT}=runner"
 """Label selector of every runner Job and Secret ghapp made."""
 
-RUNNER_CONTAINER: Final = "runner"
+RUNNER_CONTAINER: Final = config.RUNNER_CONTAINER
+DEFAULT_CONTAINER_ANNOTATION: Final = "kubectl.kubernetes.io/default-container"
 TOKEN_KEY: Final = "token"
+JITCONFIG_KEY: Final = "jitconfig"
 RUNNER_HOME: Final = "/home/runner"
 RUNNER_UID: Final = 1001
 RUNNER_SCRIPT: Final = (
@@ -33,6 +39,8 @@ RUNNER_SCRIPT: Final = (
     f"exec {RUNNER_HOME}/run.sh\n"
 )
 """The runner's command. Options come from ACTIONS_RUNNER_INPUT_* variables; the token from the Secret."""
+JIT_COMMAND: Final = (f"{RUNNER_HOME}/run.sh",)
+"""A JIT runner's command: ``run.sh`` reads its config from ACTIONS_RUNNER_INPUT_JITCONFIG (the Secret)."""
 
 
 def runner_labels(plan: RunnerPlan) -> dict[str, str]:
@@ -57,7 +65,16 @@ def runner_annotations(plan: RunnerPlan) -> dict[str, str]:
     }
 
 
+def credential_key(pool: Pool) -> str:
+    """The key of the runner Secret that holds the pool's credential (registration token or JIT config)."""
+    return JITCONFIG_KEY if pool.mode == "jit" else TOKEN_KEY
+
+
 def _runner_env(plan: RunnerPlan) -> list[dict[str, Any]]:
+    from_secret = {"secretKeyRef": {"name": plan.name, "key": credential_key(plan.pool)}}
+    if plan.pool.mode == "jit":
+        # name, labels, group, URL and work folder are inside the JIT config
+        return [{"name": "ACTIONS_RUNNER_INPUT_JITCONFIG", "valueFrom": from_secret}]
     env: list[dict[str, Any]] = [
         {"name": "ACTIONS_RUNNER_INPUT_URL", "value": plan.runner_url},
         {"name": "ACTIONS_RUNNER_INPUT_NAME", "value": plan.name},
@@ -66,61 +83,91 @@ def _runner_env(plan: RunnerPlan) -> list[dict[str, Any]]:
     ]
     if plan.scope.kind == "org" and plan.pool.runner_group:
         env.append({"name": "ACTIONS_RUNNER_INPUT_RUNNERGROUP", "value": plan.pool.runner_group})
-    env.append(
-        {
-            "name": "ACTIONS_RUNNER_INPUT_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": plan.name, "key": TOKEN_KEY}},
-        }
-    )
+    env.append({"name": "ACTIONS_RUNNER_INPUT_TOKEN", "valueFrom": from_secret})
     return env
 
 
-def runner_job(plan: RunnerPlan) -> dict[str, Any]:
+def runner_job(plan: RunnerPlan, *, runner_id: int | None = None) -> dict[str, Any]:
     """The Kubernetes Job that runs one ephemeral runner for `plan`.
 
-    The registration credential is not in it: the runner reads it from the Secret named like the Job.
+    The credential is not in it: the runner reads it from the Secret named like the Job. `runner_id` (JIT
+    mode: GitHub's id of the runner the JIT config registers) is recorded as an annotation for cleanup.
     """
-    labels = runner_labels(plan)
+    annotations = runner_annotations(plan)
+    if runner_id is not None:
+        annotations[RUNNER_ID_ANNOTATION] = str(runner_id)
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": plan.pool.ttl_seconds_after_finished,
+    }
+    if plan.pool.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = plan.pool.active_deadline_seconds
+    spec["template"] = pod_template(plan)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": plan.name,
             "namespace": plan.namespace,
-            "labels": labels,
-            "annotations": runner_annotations(plan),
+            "labels": runner_labels(plan),
+            "annotations": annotations,
         },
-        "spec": {
-            "backoffLimit": 0,
-            "ttlSecondsAfterFinished": plan.pool.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUNNER_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": RUNNER_CONTAINER,
-                            "image": plan.pool.image,
-                            "workingDir": RUNNER_HOME,
-                            "command": ["/bin/bash", "-c", RUNNER_SCRIPT],
-                            "env": _runner_env(plan),
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
+        "spec": spec,
     }
+
+
+def pod_template(plan: RunnerPlan) -> dict[str, Any]:
+    """The pool's ``PodTemplateSpec`` with ghapp's runner container merged in.
+
+    ghapp adds its labels to the template's, owns the runner container's command, appends its ``env`` to
+    the container's own (the pool's ``env`` in between), and fills in what the template leaves out: the
+    image (the pool's ``image``), the working directory and the hardening defaults of `_harden`. Every
+    other field of the template is kept as written.
+    """
+    template = copy.deepcopy(plan.pool.template or {})
+    metadata = template.setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), **runner_labels(plan)}
+    metadata["annotations"] = {
+        DEFAULT_CONTAINER_ANNOTATION: RUNNER_CONTAINER,
+        **(metadata.get("annotations") or {}),
+    }
+    spec = template.setdefault("spec", {})
+    spec["restartPolicy"] = "Never"
+    containers = spec.setdefault("containers", [])
+    runner = next((c for c in containers if c.get("name") == RUNNER_CONTAINER), None)
+    if runner is None:
+        runner = {"name": RUNNER_CONTAINER}
+        containers.append(runner)
+    runner.setdefault("image", plan.pool.image)
+    runner.setdefault("workingDir", RUNNER_HOME)
+    runner["command"] = list(JIT_COMMAND) if plan.pool.mode == "jit" else ["/bin/bash", "-c", RUNNER_SCRIPT]
+    runner["env"] = [*(runner.get("env") or []), *copy.deepcopy(list(plan.pool.env)), *_runner_env(plan)]
+    _harden(spec, service_account=plan.service_account)
+    return template
+
+
+def _harden(spec: dict[str, Any], *, service_account: str) -> None:
+    """Fill in the hardening defaults a template leaves out (a field the template sets is kept).
+
+    Pod: the runner ServiceAccount (GHAPP_RUNNER_SERVICE_ACCOUNT) without its token, no service links,
+    uid 1001, seccomp ``RuntimeDefault``. Every container:
+    ``runAsNonRoot`` (unless the template makes it run as uid 0), and unless the template makes it
+    ``privileged``: no privilege escalation, all capabilities dropped.
+    """
+    spec.setdefault("serviceAccountName", service_account)
+    spec.setdefault("automountServiceAccountToken", False)
+    spec.setdefault("enableServiceLinks", False)
+    pod_security = spec.setdefault("securityContext", {})
+    pod_security.setdefault("runAsUser", RUNNER_UID)
+    pod_security.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+        security = container.setdefault("securityContext", {})
+        uid = security.get("runAsUser", pod_security.get("runAsUser"))
+        if "runAsNonRoot" not in security and "runAsNonRoot" not in pod_security and uid != 0:
+            security["runAsNonRoot"] = True
+        if security.get("privileged") is not True:
+            security.setdefault("allowPrivilegeEscalation", False)
+            security.setdefault("capabilities", {"drop": ["ALL"]})
 
 
 def runner_secret(plan: RunnerPlan, *, credential: Secret, job_uid: str) -> dict[str, Any]:
@@ -146,5 +193,46 @@ def runner_secret(plan: RunnerPlan, *, credential: Secret, job_uid: str) -> dict
                 }
             ],
         },
-        "data": {TOKEN_KEY: base64.b64encode(credential.reveal().encode()).decode()},
+        "data": {credential_key(plan.pool): base64.b64encode(credential.reveal().encode()).decode()},
     }
+
+
+def check_pools(settings: Settings) -> None:
+    """Render a runner Job for every pool and check it against the Kubernetes schema.
+
+    Raises `ConfigError` naming the pool and the field of its pools-file entry, e.g.
+    ``GHAPP_POOLS_FILE: pool 'x': template.spec.containers[0].resources: ...``.
+    """
+    for pool in settings.pools:
+        scope = RunnerScope(kind="org", owner="example")
+        plan = RunnerPlan(
+            workflow_job_id=2**63 - 1,
+            run_id=1,
+            installation_id=1,
+            repository="example/example",
+            pool=pool,
+            scope=scope,
+            name=runner_name(prefix=settings.runner_prefix, workflow_job_id=2**63 - 1),
+            namespace=pool.namespace or settings.namespace,
+            runner_url=scope.url(settings.web_url),
+            service_account=settings.runner_service_account,
+        )
+        for path, problem in kubeschema.problems(runner_job(plan, runner_id=1)):
+            raise ConfigError(
+                f"GHAPP_POOLS_FILE: {settings.pools_file}: pool {pool.name!r}: "
+                f"{_pool_field(pool, path)}: {problem}"
+            )
+
+
+def _pool_field(pool: Pool, path: tuple[str | int, ...]) -> str:
+    """The pools-file field that a path in the rendered Job comes from."""
+    if path[:2] != ("spec", "template"):
+        return "Job " + kubeschema.dotted(path)
+    rest = path[2:]
+    containers = ((pool.template or {}).get("spec") or {}).get("containers") or []
+    runner = next((i for i, c in enumerate(containers) if c.get("name") == RUNNER_CONTAINER), len(containers))
+    if len(rest) >= 5 and rest[:4] == ("spec", "containers", runner, "env") and isinstance(rest[4], int):
+        user_env = len(containers[runner].get("env") or []) if runner < len(containers) else 0
+        if user_env <= rest[4] < user_env + len(pool.env):
+            return kubeschema.dotted((f"env[{rest[4] - user_env}]", *rest[5:]))
+    return kubeschema.dotted(("template", *rest))

@@ -23,6 +23,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.jobs_refused = Counter(
+            "ghapp_jobs_refused",
+            "Queued workflow jobs a policy rule refused a runner, by rule.",
+            ["reason"],
+            registry=r,
+        )
         self.runners_launched = Counter(
             "ghapp_runners_launched",
             "Runner launches, by pool and outcome (created, exists, failed).",

@@ -1,4 +1,8 @@
-"""Pure planning: which pool, which scope, which runner name and labels for a queued job — or why not."""
+"""Pure planning: which pool, which scope, which runner name and labels for a queued job — or why not.
+
+Whether the job may get a runner at all (accounts, public repositories, forks, pool scoping) is decided
+by the rules of `ghapp.policy`, from facts the caller looked up.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ghapp import policy
 from ghapp.config import Pool, Settings
 from ghapp.models import WorkflowJob
 
@@ -70,13 +75,27 @@ class RunnerPlan:
     namespace: str
     runner_url: str
     """The URL the runner registers against."""
+    service_account: str = "ghapp-runner"
+    """The ServiceAccount of the runner pod, unless the pool's template names another."""
+    notes: tuple[str, ...] = ()
+    """Rules that were not checked (``ghapp render`` offline, facts unknown)."""
+
+
+NO_MATCHING_POOL = "no-matching-pool"
 
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """The job is not ours, with the reason in words."""
+    """No runner for the job: the reason in words, and the rule that decided (``no-matching-pool``: no pool
+    has the job's labels, so it is not ours; any other: a `ghapp.policy` rule refused it)."""
 
     reason: str
+    rule: str = NO_MATCHING_POOL
+
+    @property
+    def refused(self) -> bool:
+        """True when a policy rule refused the job (as opposed to it not being ours)."""
+        return self.rule != NO_MATCHING_POOL
 
 
 def runner_name(*, prefix: str, workflow_job_id: int) -> str:
@@ -84,19 +103,67 @@ def runner_name(*, prefix: str, workflow_job_id: int) -> str:
     return f"{prefix}-{workflow_job_id}"
 
 
-def match_pool(labels: Sequence[str], pools: Sequence[Pool]) -> Pool | None:
-    """The first pool (file order) whose labels include every label of the job, case-insensitively."""
+def matching_pools(labels: Sequence[str], pools: Sequence[Pool]) -> list[Pool]:
+    """The pools (file order) whose labels include every label of the job, case-insensitively."""
     wanted = {label.lower() for label in labels}
     if not wanted:
-        return None
-    return next((pool for pool in pools if wanted <= pool.label_set), None)
+        return []
+    return [pool for pool in pools if wanted <= pool.label_set]
 
 
-def plan(job: WorkflowJob, settings: Settings) -> RunnerPlan | Skip:
-    """Decide whether and how to start a runner for `job` (a queued ``workflow_job``)."""
-    pool = match_pool(job.labels, settings.pools)
-    if pool is None:
+def match_pool(labels: Sequence[str], pools: Sequence[Pool]) -> Pool | None:
+    """The first pool (file order) whose labels include every label of the job, case-insensitively."""
+    return next(iter(matching_pools(labels, pools)), None)
+
+
+def plan(
+    job: WorkflowJob, settings: Settings, *, facts: policy.Facts, pool: Pool | None = None
+) -> RunnerPlan | Skip:
+    """Decide whether and how to start a runner for `job` (a queued ``workflow_job``).
+
+    The job's account must be allowed; then the first pool (file order) that has the job's labels and
+    whose rules (scope, public repositories, forks) let the job in is taken. A rule that needs a fact
+    missing from `facts` refuses — unless `facts.offline`, when it is noted and passed. `pool` forces that
+    pool whatever the job's labels (``ghapp render --pool``).
+    """
+    notes: list[str] = []
+    refusal = _decide(
+        policy.account_verdict(
+            job.repository.owner, allowed=settings.allowed_accounts, app_owner=facts.app_owner
+        ),
+        facts,
+        notes,
+    )
+    if refusal is not None:
+        return Skip(refusal.reason, refusal.rule)
+    candidates = [pool] if pool is not None else matching_pools(job.labels, settings.pools)
+    if not candidates:
         return Skip(f"no pool has all of the job's labels {sorted(job.labels)}")
+    refusals: list[policy.Refusal] = []
+    for candidate in candidates:
+        verdict = policy.pool_verdict(job, candidate, head_repository=facts.head_repository)
+        refusal = _decide(verdict, facts, notes)
+        if refusal is None:
+            return _plan(job, settings, candidate, notes=tuple(notes))
+        refusals.append(refusal)
+    # Named for the most telling rule: a pool's scope only says the pool is not meant for the job.
+    rule = next((r.rule for r in refusals if r.rule != "outside-pool-scope"), refusals[0].rule)
+    return Skip("; ".join(r.reason for r in refusals), rule)
+
+
+def _decide(verdict: policy.Verdict, facts: policy.Facts, notes: list[str]) -> policy.Refusal | None:
+    match verdict:
+        case policy.Unchecked(rule, reason) if facts.offline:
+            notes.append(f"not checked: {reason}")
+            return None
+        case policy.Unchecked(rule, reason):
+            return policy.Refusal(rule, f"could not be checked: {reason}")
+        case policy.Refusal() as refusal:
+            return refusal
+    return None
+
+
+def _plan(job: WorkflowJob, settings: Settings, pool: Pool, *, notes: tuple[str, ...]) -> RunnerPlan:
     scope = RunnerScope.for_job(job)
     return RunnerPlan(
         workflow_job_id=job.id,
@@ -106,6 +173,8 @@ def plan(job: WorkflowJob, settings: Settings) -> RunnerPlan | Skip:
         pool=pool,
         scope=scope,
         name=runner_name(prefix=settings.runner_prefix, workflow_job_id=job.id),
-        namespace=settings.namespace,
+        namespace=pool.namespace or settings.namespace,
         runner_url=scope.url(settings.web_url),
+        service_account=settings.runner_service_account,
+        notes=notes,
     )

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ghapp import planner
+from ghapp.admission import Admission
 from ghapp.clock import Clock
 from ghapp.config import Settings
 from ghapp.errors import GhappError, InvalidPayload
@@ -87,6 +88,7 @@ class Reconciler:
         self,
         *,
         settings: Settings,
+        admission: Admission,
         github: GitHubClient,
         kube: KubeClient,
         inventory: Inventory,
@@ -96,6 +98,7 @@ class Reconciler:
         metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._admission = admission
         self._github = github
         self._kube = kube
         self._inventory = inventory
@@ -243,7 +246,7 @@ class Reconciler:
         except InvalidPayload as exc:
             log.warning("queued job unusable: %s", exc)
             return
-        plan = planner.plan(workflow_job, self._settings)
+        plan = await self._admission.plan(workflow_job)
         if not isinstance(plan, planner.RunnerPlan):
             return
         report.queued_seen += 1
@@ -256,7 +259,7 @@ class Reconciler:
             return
         if existing is not None:
             # its runner Job ran (or failed) without taking this job: make room for a fresh one next pass
-            await self._kube.delete("jobs", existing.name)
+            await self._kube.delete("jobs", existing.name, namespace=existing.namespace)
             self._inventory.forget(existing.name)
             report.orphan_job_deleted += 1
             return
@@ -325,7 +328,7 @@ class Reconciler:
                     installation_id=installation_id, scope=scope, runner_id=runner_id
                 ):
                     continue  # it took a job meanwhile (422): never kill a busy runner
-                await self._kube.delete("jobs", job.name)
+                await self._kube.delete("jobs", job.name, namespace=job.namespace)
                 self._inventory.forget(job.name)
                 report.surplus_removed += 1
                 log.info("removed a surplus idle runner", extra={"job": job.name, "pool": pool})
@@ -337,11 +340,15 @@ class Reconciler:
             await self._github.remove_runner(
                 installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
             )
-        await self._kube.delete("jobs", job.name)
+        await self._kube.delete("jobs", job.name, namespace=job.namespace)
         self._inventory.forget(job.name)
 
     async def _tidy_secrets(self, report: PassReport) -> None:
-        secrets, _ = await self._kube.list("secrets")
+        for namespace in self._inventory.namespaces:
+            await self._tidy_secrets_in(namespace, report)
+
+    async def _tidy_secrets_in(self, namespace: str, report: PassReport) -> None:
+        secrets, _ = await self._kube.list("secrets", namespace=namespace)
         now = self._clock.now()
         names = set()
         for secret in secrets:
@@ -351,16 +358,21 @@ class Reconciler:
             owners = {ref.get("uid") for ref in metadata.get("ownerReferences") or []}
             job = self._inventory.jobs.get(name)
             lost = job is None or job.uid not in owners
-            if lost and not self._launcher.is_launching(name) and await self._kube.delete("secrets", name):
+            if (
+                lost
+                and not self._launcher.is_launching(name)
+                and await self._kube.delete("secrets", name, namespace=namespace)
+            ):
                 report.orphan_secret_deleted += 1
                 log.info("deleted a runner Secret whose Job is gone", extra={"secret": name})
         for job in _without(self._inventory.jobs.values(), names):
             if (
-                job.active
+                job.namespace == namespace
+                and job.active
                 and now - job.created_at > SECRET_GRACE
                 and not self._launcher.is_launching(job.name)
             ):
-                await self._kube.delete("jobs", job.name)
+                await self._kube.delete("jobs", job.name, namespace=namespace)
                 self._inventory.forget(job.name)
                 report.orphan_job_deleted += 1
                 log.info("deleted a runner Job that has no Secret", extra={"job": job.name})

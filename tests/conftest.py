@@ -59,10 +59,17 @@ def clock() -> ManualClock:
     return ManualClock(current=time.time())
 
 
-@pytest.fixture
-async def github(clock: ManualClock) -> AsyncIterator[FakeGitHub]:
+def new_github(*, clock: ManualClock, base_path: str = "") -> FakeGitHub:
+    """The fake GitHub with the App installed on acme (org), alice (user) and globex (org); not started.
+
+    ``base_path="/api/v3"`` makes it a GitHub Enterprise Server.
+    """
     fake = FakeGitHub(
-        app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET, clock=clock.now
+        app_id=APP_ID,
+        public_key_pem=PUBLIC_KEY_PEM,
+        webhook_secret=WEBHOOK_SECRET,
+        base_path=base_path,
+        clock=clock.now,
     )
     fake.add_installation(
         installation_id=ORG_INSTALLATION,
@@ -79,6 +86,12 @@ async def github(clock: ManualClock) -> AsyncIterator[FakeGitHub]:
         account_type="Organization",
         repositories=["site"],
     )
+    return fake
+
+
+@pytest.fixture
+async def github(clock: ManualClock) -> AsyncIterator[FakeGitHub]:
+    fake = new_github(clock=clock)
     await fake.start()
     yield fake
     await fake.close()
@@ -109,6 +122,7 @@ def environ(github: FakeGitHub, pools_file: Path) -> dict[str, str]:
         "GHAPP_GITHUB_API_URL": github.api_url,
         "GHAPP_NAMESPACE": NAMESPACE,
         "GHAPP_POOLS_FILE": str(pools_file),
+        "GHAPP_ALLOWED_ACCOUNTS": "acme,alice,globex",
     }
 
 

@@ -146,3 +146,23 @@ def test_pools_file_errors_name_the_field(tmp_path: Path, document: str, expecte
 def test_missing_pools_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="GHAPP_POOLS_FILE: cannot read"):
         load_settings({"GHAPP_POOLS_FILE": str(tmp_path / "nope.yaml")})
+
+
+def test_allowed_accounts_and_runner_service_account(pools_file: Path) -> None:
+    settings = load_settings(
+        env(pools_file, GHAPP_ALLOWED_ACCOUNTS=" acme, Alice ,", GHAPP_RUNNER_SERVICE_ACCOUNT="ci-runner")
+    )
+    assert settings.allowed_accounts == ("acme", "Alice")
+    assert settings.runner_service_account == "ci-runner"
+    defaults = load_settings(env(pools_file))
+    assert defaults.allowed_accounts == ()  # the App's owner only
+    assert defaults.runner_service_account == "ghapp-runner"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GHAPP_ALLOWED_ACCOUNTS", "acme, not an account"), ("GHAPP_RUNNER_SERVICE_ACCOUNT", "Bad_Name")],
+)
+def test_bad_policy_settings_are_named(pools_file: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(pools_file, **{name: value}))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ghapp import manifests, planner
+from ghapp import manifests, planner, policy
 from ghapp.cli import SAMPLE_PAYLOAD
 from ghapp.config import Pool, load_settings
 from ghapp.errors import InvalidPayload
@@ -17,6 +17,7 @@ from ghapp.sensitive import Secret
 from .schema import validate
 
 SAMPLE: dict[str, Any] = json.loads(SAMPLE_PAYLOAD.read_text())
+FACTS = policy.Facts(app_owner="acme")  # the sample's account owns the App
 
 
 def payload(**changes: Any) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def test_match_pool_prefers_file_order() -> None:
 
 def test_plan_for_org_repo() -> None:
     settings = load_settings({}, namespace="runners")
-    result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings)
+    result = planner.plan(WorkflowJob.from_payload(SAMPLE), settings, facts=FACTS)
     assert isinstance(result, planner.RunnerPlan)
     assert result.scope == planner.RunnerScope(kind="org", owner="acme")
     assert result.scope.api_path == "/orgs/acme"
@@ -98,14 +99,14 @@ def test_plan_for_org_repo() -> None:
 
 
 def test_plan_for_user_repo_on_ghes() -> None:
-    settings = load_settings({}, github_api_url="https://ghe.example.com/api/v3")
+    settings = load_settings({}, github_api_url="https://ghe.example.com/api/v3", allowed_accounts="alice")
     user_payload = payload(
         repository__owner__type="User",
         repository__owner__login="alice",
         repository__full_name="alice/tools",
         repository__name="tools",
     )
-    result = planner.plan(WorkflowJob.from_payload(user_payload), settings)
+    result = planner.plan(WorkflowJob.from_payload(user_payload), settings, facts=FACTS)
     assert isinstance(result, planner.RunnerPlan)
     assert result.scope.api_path == "/repos/alice/tools"
     assert result.runner_url == "https://ghe.example.com/alice/tools"
@@ -113,14 +114,16 @@ def test_plan_for_user_repo_on_ghes() -> None:
 
 def test_plan_skips_unmatched_labels() -> None:
     result = planner.plan(
-        WorkflowJob.from_payload(payload(workflow_job__labels=["ubuntu-latest"])), load_settings({})
+        WorkflowJob.from_payload(payload(workflow_job__labels=["ubuntu-latest"])),
+        load_settings({}),
+        facts=FACTS,
     )
     assert isinstance(result, planner.Skip)
     assert "ubuntu-latest" in result.reason
 
 
 def _plan(**changes: Any) -> planner.RunnerPlan:
-    result = planner.plan(WorkflowJob.from_payload(payload(**changes)), load_settings({}))
+    result = planner.plan(WorkflowJob.from_payload(payload(**changes)), load_settings({}), facts=FACTS)
     assert isinstance(result, planner.RunnerPlan)
     return result
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-from ghapp import manifests, planner
+from ghapp import manifests, planner, policy
 from ghapp.config import load_settings
 from ghapp.models import WorkflowJob
 
@@ -148,7 +148,9 @@ async def test_reconcile_once_prints_what_it_did(
     # one runner Job exists for acme/webapp; two more jobs were queued there while ghapp was away
     known = github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
     plan = planner.plan(
-        WorkflowJob.from_payload(github.workflow_job_payload(known["id"], "queued")), load_settings(environ)
+        WorkflowJob.from_payload(github.workflow_job_payload(known["id"], "queued")),
+        load_settings(environ),
+        facts=policy.Facts(),
     )
     assert isinstance(plan, planner.RunnerPlan)
     kube.put_object("jobs", manifests.runner_job(plan))
