@@ -84,13 +84,14 @@ async def on_completed(event: sansio.Event, ctx: Context) -> None:
             extra={"conclusion": job.conclusion, "runner_name": job.runner_name, "runner_id": job.runner_id},
         )
         return
-    # Cancelled (or failed) before any runner took it: a runner started for it is now surplus.
-    pool = planner.match_pool(job.labels, ctx.launcher.settings.pools)
-    if pool is not None:
-        ctx.metrics.surplus_runners.labels(pool.name).inc()
+    # Cancelled (or failed) before any runner took it: the runner started for it is now surplus (the
+    # reconciler removes it once it has been idle for the grace period).
+    runner_job = ctx.launcher.runner_job_for(job.id)
+    if runner_job is not None:
+        ctx.metrics.surplus_runners.labels(runner_job.pool).inc()
         log.info(
             "job completed without a runner; its runner is surplus",
-            extra={"conclusion": job.conclusion, "pool": pool.name},
+            extra={"conclusion": job.conclusion, "pool": runner_job.pool, "job": runner_job.name},
         )
 
 

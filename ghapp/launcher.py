@@ -17,7 +17,7 @@ from ghapp.clock import Clock
 from ghapp.config import Settings
 from ghapp.errors import GhappError, GitHubError, RunnerGroupNotFound, RunnerNameTaken
 from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig
-from ghapp.inventory import Inventory
+from ghapp.inventory import Inventory, RunnerJob
 from ghapp.kube import KubeClient
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
@@ -122,6 +122,10 @@ class Launcher:
     def is_known(self, workflow_job_id: int) -> bool:
         """True if this job is launching or waiting here."""
         return workflow_job_id in self._inflight or workflow_job_id in self._waiting
+
+    def runner_job_for(self, workflow_job_id: int) -> RunnerJob | None:
+        """The runner Job started for a workflow job, as the cluster last showed it."""
+        return self._inventory.by_workflow_job(workflow_job_id)
 
     def is_launching(self, name: str) -> bool:
         """True while the runner called `name` is being created here (its objects may be half made)."""

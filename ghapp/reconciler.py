@@ -290,14 +290,16 @@ class Reconciler:
                     report.orphan_runner_removed += 1
                     log.info("removed an offline runner that has no Job", extra={"runner_name": name})
 
-        # Jobs whose pod failed, or whose runner never registered in time
+        # Jobs whose pod failed, or whose runner never came online in time (a JIT runner is registered
+        # before its pod starts, so "registered but offline and idle" counts as never started)
         for job in list(jobs.values()):
-            never_registered = (
+            seen = registered.get(job.name)
+            never_started = (
                 job.active
-                and job.name not in registered
+                and (seen is None or (seen.get("status") == "offline" and not seen.get("busy")))
                 and now - job.created_at > self._settings.registration_timeout_seconds
             )
-            if job.failed or never_registered:
+            if job.failed or never_started:
                 await self._remove(job, registered.get(job.name), scope, installation_id)
                 report.orphan_job_deleted += 1
                 del jobs[job.name]

@@ -254,3 +254,30 @@ def iso(epoch: float) -> str:
 def relabel(job: dict[str, Any], workflow_job_id: int) -> dict[str, str]:
     """A runner Job's labels, for another workflow job."""
     return {**job["metadata"]["labels"], "ghapp/workflow-job-id": str(workflow_job_id)}
+
+
+async def test_runner_registered_but_never_online_is_cleaned_up(
+    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+) -> None:
+    # as a JIT runner is: registered (offline) before its pod starts — and here the pod never starts
+    settings = load_settings({**environ, "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "600"})
+    ghapp = await start_ghapp(settings, github, kube, clock=clock)
+    try:
+        job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        await ghapp.settle()
+        github.register_runner(scope="org:acme", name=f"ghapp-{job_id}", labels=LINUX, status="offline")
+        young = await ghapp.services.reconciler.reconcile_once()
+        assert young.orphan_job_deleted == 0  # within the timeout: left to start
+        job = kube.get("jobs", NAMESPACE, f"ghapp-{job_id}")
+        assert job is not None
+        job["metadata"]["creationTimestamp"] = iso(clock.now() - 660)
+        kube.put_object("jobs", job)
+        await wait_for(
+            lambda: ghapp.services.inventory.jobs[f"ghapp-{job_id}"].created_at < clock.now() - 600,
+            what="watch",
+        )
+        report = await ghapp.services.reconciler.reconcile_once()
+        assert report.orphan_job_deleted == 1
+        assert github.runners("org:acme") == []  # its registration is removed too
+    finally:
+        await ghapp.stop()
