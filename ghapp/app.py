@@ -20,6 +20,7 @@ from ghapp.config import Settings
 from ghapp.github import GitHubClient
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
+from ghapp.kubehttp import KubeTransport
 from ghapp.launcher import Launcher
 from ghapp.leader import LeaderElector
 from ghapp.limiter import Limiter
@@ -40,7 +41,7 @@ class Services:
     clock: Clock
     metrics: Metrics
     session: aiohttp.ClientSession
-    api_client: k8s.ApiClient
+    kube_http: KubeTransport
     github: GitHubClient
     kube: KubeClient
     inventory: Inventory
@@ -90,7 +91,7 @@ class Services:
 
     async def close(self) -> None:
         await self.session.close()
-        await self.api_client.close()
+        await self.kube_http.close()
 
 
 async def start_services(
@@ -107,14 +108,14 @@ async def start_services(
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
-    api_client = k8s.ApiClient(kube_configuration)
+    kube_http = KubeTransport(kube_configuration)
     app_auth = AppAuth(
         app_id=settings.app_id, private_key_pem=Secret(settings.private_key.get_secret_value()), clock=clock
     )
     github = GitHubClient(
         session=session, api_url=settings.github_api_url, app_auth=app_auth, clock=clock, metrics=metrics
     )
-    kube = KubeClient(api_client=api_client, namespace=settings.namespace, clock=clock, metrics=metrics)
+    kube = KubeClient(http=kube_http, namespace=settings.namespace, clock=clock, metrics=metrics)
     tasks = TaskSet()
     inventory = Inventory(kube=kube, namespaces=settings.runner_namespaces, clock=clock, metrics=metrics)
     limiter = Limiter(
@@ -159,7 +160,7 @@ async def start_services(
         clock=clock,
         metrics=metrics,
         session=session,
-        api_client=api_client,
+        kube_http=kube_http,
         github=github,
         kube=kube,
         inventory=inventory,

@@ -22,6 +22,7 @@ from ghapp.config import Settings
 from ghapp.errors import ConfigError, GitHubError, KubernetesError
 from ghapp.github import AppInfo, GitHubClient, InstallationInfo
 from ghapp.kube import KubeClient
+from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
 from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES
 from ghapp.retry import Backoff
@@ -179,9 +180,9 @@ async def _kubernetes_checks(
     settings: Settings, *, kube_configuration: k8s.Configuration, clock: Clock, metrics: Metrics
 ) -> list[Result]:
     namespace = settings.namespace
-    async with k8s.ApiClient(kube_configuration) as api_client:
+    async with KubeTransport(kube_configuration) as http:
         kube = KubeClient(
-            api_client=api_client,
+            http=http,
             namespace=namespace,
             clock=clock,
             metrics=metrics,

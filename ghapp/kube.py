@@ -1,7 +1,7 @@
-"""Kubernetes I/O for runner Jobs and Secrets: idempotent create, list, delete — plain dicts, no models.
+"""Kubernetes I/O for runner Jobs and Secrets: idempotent create, list, watch, delete — plain dicts.
 
-Bodies go out as dicts and answers are read with ``_preload_content=False``: the generated models'
-(de)serialisation is the slow part of kubernetes-asyncio and ghapp needs none of it.
+Bodies and answers are plain JSON through `KubeTransport`: the generated models' (de)serialisation is the
+slow part of kubernetes-asyncio, and ghapp needs none of it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
 
 from ghapp.clock import Clock
 from ghapp.errors import KubernetesError
+from ghapp.kubehttp import KubeTransport
 from ghapp.manifests import RUNNER_SELECTOR
 from ghapp.metrics import Metrics
 from ghapp.retry import Backoff
@@ -63,7 +63,7 @@ class Expired(KubernetesError):
 
 
 class KubeClient:
-    """Runner Jobs and Secrets, and the reconciler's Lease, through a caller-owned `ApiClient`.
+    """Runner Jobs and Secrets, and the reconciler's Lease, through a caller-owned `KubeTransport`.
 
     Objects live in `namespace` unless a call names another one (a pool may have its own namespace);
     creations take the namespace from the manifest.
@@ -72,14 +72,14 @@ class KubeClient:
     def __init__(
         self,
         *,
-        api_client: k8s.ApiClient,
+        http: KubeTransport,
         namespace: str,
         clock: Clock,
         metrics: Metrics,
         backoff: Backoff | None = None,
     ) -> None:
         self.namespace = namespace
-        self._api = api_client
+        self._http = http
         self._clock = clock
         self._metrics = metrics
         self._backoff = backoff or Backoff()
@@ -155,7 +155,7 @@ class KubeClient:
         Raises `Expired` when the version is too old, `KubernetesError` when the stream breaks.
         """
         path = COLLECTIONS[resource].format(namespace=namespace or self.namespace)
-        query = {
+        query: dict[str, str | int] = {
             "labelSelector": RUNNER_SELECTOR,
             "watch": "true",
             "resourceVersion": resource_version,
@@ -163,14 +163,11 @@ class KubeClient:
             "timeoutSeconds": WATCH_SECONDS,
         }
         try:
-            response = await self._api.call_api(
-                path,
+            response = await self._http.request(
                 "GET",
-                query_params=list(query.items()),
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_SECONDS + 30),
+                path,
+                query=query,
+                limits=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30),
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.kubernetes_requests.labels("watch", resource, "0").inc()
@@ -280,15 +277,7 @@ class KubeClient:
             attempt += 1
             answer: Answer | None = None
             try:
-                response = await self._api.call_api(
-                    path,
-                    method,
-                    query_params=list((query or {}).items()),
-                    header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                    body=body,
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                )
+                response = await self._http.request(method, path, query=query, body=body)
                 try:
                     raw = await response.read()
                 finally:

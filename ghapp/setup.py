@@ -35,6 +35,7 @@ from ghapp.clock import SystemClock
 from ghapp.errors import ConfigError, GhappError, GitHubError, KubernetesError
 from ghapp.github import AppCredentials, convert_manifest
 from ghapp.kube import KubeClient
+from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
 from ghapp.permissions import GITHUB_PERMISSIONS
 
@@ -404,16 +405,18 @@ async def run(
     Raises `GhappError` (before any App exists) if the destination cannot be written.
     """
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10)) as session:
-        api_client = None if output_dir is not None else k8s.ApiClient(kube_configuration)
+        http = (
+            None
+            if output_dir is not None or kube_configuration is None
+            else KubeTransport(kube_configuration)
+        )
         try:
             store: CredentialStore
-            if api_client is None:
+            if http is None:
                 assert output_dir is not None
                 store = DirectoryStore(directory=output_dir, replace=replace)
             else:
-                kube = KubeClient(
-                    api_client=api_client, namespace=namespace, clock=SystemClock(), metrics=Metrics()
-                )
+                kube = KubeClient(http=http, namespace=namespace, clock=SystemClock(), metrics=Metrics())
                 store = KubeSecretStore(kube=kube, name=secret_name, replace=replace)
             await store.preflight()
             server = SetupServer(
@@ -438,8 +441,8 @@ async def run(
             finally:
                 await server.close()
         finally:
-            if api_client is not None:
-                await api_client.close()
+            if http is not None:
+                await http.close()
     print(f"Created GitHub App {credentials.slug} (id {credentials.id}): {credentials.html_url}", file=out)
     print(f"Stored its credentials in {store.describe()}.", file=out)
     if webhook_url == PLACEHOLDER_WEBHOOK_URL:

@@ -17,12 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client as k8s
 
 from ghapp.clock import SystemClock
 from ghapp.config import Settings
 from ghapp.errors import ConfigError, GhappError, GitHubError, KubernetesError
 from ghapp.kube import KubeClient
+from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
 from ghapp.permissions import GITHUB_PERMISSIONS
 from ghapp.setup import (
@@ -78,15 +78,13 @@ async def fetch(url: str, **kwargs: Any) -> tuple[int, str]:
 
 
 @pytest.fixture
-async def api_client(kube: KubeEmulator) -> AsyncIterator[k8s.ApiClient]:
-    async with k8s.ApiClient(kube.configuration()) as client:
+async def api_client(kube: KubeEmulator) -> AsyncIterator[KubeTransport]:
+    async with KubeTransport(kube.configuration()) as client:
         yield client
 
 
-def kube_client(api_client: k8s.ApiClient) -> KubeClient:
-    return KubeClient(
-        api_client=api_client, namespace=TARGET_NAMESPACE, clock=SystemClock(), metrics=Metrics()
-    )
+def kube_client(api_client: KubeTransport) -> KubeClient:
+    return KubeClient(http=api_client, namespace=TARGET_NAMESPACE, clock=SystemClock(), metrics=Metrics())
 
 
 @pytest.fixture
@@ -115,7 +113,7 @@ def decoded(secret: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_the_page_posts_the_manifest_and_the_callback_fills_the_secret(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: k8s.ApiClient, session: Any
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: KubeTransport, session: Any
 ) -> None:
     store = KubeSecretStore(kube=kube_client(api_client), name="ghapp-credentials", replace=False)
     server, page_url = await start_setup(session, store, settings)
@@ -170,7 +168,7 @@ async def test_the_page_posts_the_manifest_and_the_callback_fills_the_secret(
 
 
 async def test_a_foreign_or_missing_state_is_refused_and_the_real_one_still_works(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: k8s.ApiClient, session: Any
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: KubeTransport, session: Any
 ) -> None:
     store = KubeSecretStore(kube=kube_client(api_client), name="ghapp-credentials", replace=False)
     server, page_url = await start_setup(session, store, settings)
@@ -196,7 +194,7 @@ async def test_a_foreign_or_missing_state_is_refused_and_the_real_one_still_work
 
 
 async def test_a_foreign_code_is_refused_and_setup_fails(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: k8s.ApiClient, session: Any
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: KubeTransport, session: Any
 ) -> None:
     store = KubeSecretStore(kube=kube_client(api_client), name="ghapp-credentials", replace=False)
     server, page_url = await start_setup(session, store, settings)
@@ -248,7 +246,7 @@ async def test_files_are_written_with_mode_0600(
 
 
 async def test_an_existing_secret_is_kept_unless_replace(
-    kube: KubeEmulator, api_client: k8s.ApiClient
+    kube: KubeEmulator, api_client: KubeTransport
 ) -> None:
     kube.put_object(
         "secrets",
@@ -304,7 +302,7 @@ async def test_org_apps_and_github_enterprise_server(tmp_path: Path, session: An
 
 
 async def test_a_store_failure_after_the_app_exists_says_what_to_do(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: k8s.ApiClient, session: Any
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, api_client: KubeTransport, session: Any
 ) -> None:
     store = KubeSecretStore(kube=kube_client(api_client), name="ghapp-credentials", replace=False)
     server, page_url = await start_setup(session, store, settings)
