@@ -225,6 +225,8 @@ class Settings(BaseModel):
     """GHAPP_LOG_LEVEL: least severity logged."""
     log_format: LogFormat = "auto"
     """GHAPP_LOG_FORMAT: ``json`` lines, human ``text``, or ``auto`` (text on a terminal, else JSON)."""
+    launch_concurrency: Annotated[int, Field(ge=1, le=1000)] = 16
+    """GHAPP_LAUNCH_CONCURRENCY: most runner launches talking to GitHub and Kubernetes at once."""
     max_runners: Annotated[int, Field(ge=1)] | None = None
     """GHAPP_MAX_RUNNERS: most runners of all pools together (default: only the pools' own limits)."""
     installation_weights: dict[int, Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)
@@ -378,6 +380,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_RUNNER_SERVICE_ACCOUNT": "runner_service_account",
     "KUBECONFIG": "kubeconfig",
     "GHAPP_MAX_RUNNERS": "max_runners",
+    "GHAPP_LAUNCH_CONCURRENCY": "launch_concurrency",
     "GHAPP_INSTALLATION_WEIGHTS": "installation_weights",
     "GHAPP_RECONCILE_INTERVAL_SECONDS": "reconcile_interval_seconds",
     "GHAPP_REDELIVERY_LOOKBACK_SECONDS": "redelivery_lookback_seconds",

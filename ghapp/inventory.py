@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from ghapp.kube import Expired, KubeClient
 from ghapp.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+ACTIVE = "active"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +46,15 @@ class RunnerJob:
     def active(self) -> bool:
         """Counts against capacity: not finished and not being deleted."""
         return not (self.finished or self.deleting)
+
+    @property
+    def state(self) -> str:
+        """One word for metrics: active, finished, failed or deleting."""
+        if self.deleting:
+            return "deleting"
+        if self.failed:
+            return "failed"
+        return "finished" if self.finished else ACTIVE
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> RunnerJob | None:
@@ -93,18 +105,25 @@ class Inventory:
         self._clock = clock
         self._metrics = metrics
         self.jobs: dict[str, RunnerJob] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()  # (pool, state) → Jobs, kept as Jobs change
         self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
         self._listeners: list[Callable[[], None]] = []
         self._tombstones: set[str] = set()  # uids of Jobs ghapp deleted, until the watch confirms it
         self.synced = asyncio.Event()
 
     def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (synchronously) after every change."""
+        """Call `listener` (synchronously) whenever capacity may have freed: a Job ended or went away."""
         self._listeners.append(listener)
 
     def active(self, pool: str | None = None) -> list[RunnerJob]:
         """Jobs that count against capacity, of one pool or all."""
         return [j for j in self.jobs.values() if j.active and (pool is None or j.pool == pool)]
+
+    def active_count(self, pool: str | None = None) -> int:
+        """How many Jobs count against capacity, of one pool or all (no scan: counts are kept current)."""
+        if pool is None:
+            return sum(n for (_, state), n in self._counts.items() if state == ACTIVE)
+        return self._counts[(pool, ACTIVE)]
 
     def by_workflow_job(self, workflow_job_id: int) -> RunnerJob | None:
         return next((j for j in self.jobs.values() if j.workflow_job_id == workflow_job_id), None)
@@ -114,11 +133,10 @@ class Inventory:
         jobs: dict[str, RunnerJob] = {}
         for namespace in self.namespaces:
             jobs.update({job.name: job for job in await self._list(namespace)})
-        self.jobs = jobs
+        self._replace(jobs)
         self._tombstones.clear()
         self.synced.set()
-        log.info("runner Jobs listed", extra={"jobs": len(self.jobs), "active": len(self.active())})
-        self._changed()
+        log.info("runner Jobs listed", extra={"jobs": len(self.jobs), "active": self.active_count()})
 
     async def _list(self, namespace: str) -> list[RunnerJob]:
         objects, version = await self._kube.list("jobs", namespace=namespace)
@@ -127,23 +145,22 @@ class Inventory:
 
     def _resync(self, namespace: str, fresh: list[RunnerJob]) -> None:
         """Replace what is known of one namespace with a fresh list of it."""
-        self.jobs = {name: job for name, job in self.jobs.items() if job.namespace != namespace}
-        self.jobs.update({job.name: job for job in fresh})
-        self._changed()
+        jobs = {name: job for name, job in self.jobs.items() if job.namespace != namespace}
+        jobs.update({job.name: job for job in fresh})
+        self._replace(jobs)
 
     def observe(self, obj: dict[str, Any]) -> None:
         """Record an object ghapp just created (the watch will confirm it later)."""
         job = RunnerJob.from_object(obj)
         if job is not None:
-            self.jobs[job.name] = job
-            self._changed()
+            self._put(job)
 
     def forget(self, name: str) -> None:
         """Record that ghapp deleted a Job; older watch events about it (still in flight) are then ignored."""
-        job = self.jobs.pop(name, None)
+        job = self.jobs.get(name)
         if job is not None:
             self._tombstones.add(job.uid)
-            self._changed()
+            self._drop(name)
 
     async def run(self) -> None:
         """Watch every runner namespace forever (after `sync`)."""
@@ -185,30 +202,45 @@ class Inventory:
                 self._tombstones.discard(job.uid)
             return
         if kind == "DELETED":
-            self.jobs.pop(job.name, None)
+            self._drop(job.name)
         else:
-            self.jobs[job.name] = job
-        self._changed()
+            self._put(job)
 
     @staticmethod
     def _parse(objects: Iterable[dict[str, Any]]) -> list[RunnerJob]:
         return [job for job in map(RunnerJob.from_object, objects) if job is not None]
 
-    def _changed(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for job in self.jobs.values():
-            state = (
-                "deleting"
-                if job.deleting
-                else "failed"
-                if job.failed
-                else "finished"
-                if job.finished
-                else "active"
-            )
-            counts[(job.pool, state)] = counts.get((job.pool, state), 0) + 1
+    # -- bookkeeping: counts and metrics follow every change; listeners hear when capacity frees ------------
+
+    def _put(self, job: RunnerJob) -> None:
+        old = self.jobs.get(job.name)
+        self.jobs[job.name] = job
+        if old is not None:
+            self._count(old, -1)
+        self._count(job, +1)
+        if old is not None and old.active and not job.active:
+            self._notify()
+
+    def _drop(self, name: str) -> None:
+        old = self.jobs.pop(name, None)
+        if old is not None:
+            self._count(old, -1)
+            if old.active:
+                self._notify()
+
+    def _replace(self, jobs: dict[str, RunnerJob]) -> None:
+        self.jobs = jobs
+        self._counts.clear()
         self._metrics.runner_jobs.clear()
-        for (pool, state), count in counts.items():
-            self._metrics.runner_jobs.labels(pool, state).set(count)
+        for job in jobs.values():
+            self._count(job, +1)
+        self._notify()
+
+    def _count(self, job: RunnerJob, delta: int) -> None:
+        key = (job.pool, job.state)
+        self._counts[key] += delta
+        self._metrics.runner_jobs.labels(*key).set(self._counts[key])
+
+    def _notify(self) -> None:
         for listener in self._listeners:
             listener()

@@ -68,6 +68,7 @@ class Launcher:
         self._waiting: dict[int, float] = {}  # workflow job id → when its webhook arrived
         self._launching: set[str] = set()  # runner names being created
         self._unknown_groups: set[tuple[str, str]] = set()
+        self._slots = asyncio.Semaphore(settings.launch_concurrency)
         inventory.subscribe(self.pump)
 
     def submit(self, plan: RunnerPlan, *, received_at: float) -> None:
@@ -140,7 +141,10 @@ class Launcher:
             pool=plan.pool.name,
         ):
             try:
-                outcome = await (self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan))
+                async with self._slots:
+                    outcome = await (
+                        self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan)
+                    )
             except RunnerGroupNotFound as exc:
                 self._metrics.jobs_skipped.labels("unknown-runner-group").inc()
                 if (exc.org.lower(), exc.group.lower()) not in self._unknown_groups:
@@ -169,6 +173,7 @@ class Launcher:
         )
         job, created = await self._kube.create_job(manifests.runner_job(plan))
         self._inventory.observe(job)
+        self._limiter.release(plan)  # the Job counts itself now
         if not created and await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
             return "exists"
         secret = manifests.runner_secret(plan, credential=credential, job_uid=job["metadata"]["uid"])
@@ -188,6 +193,7 @@ class Launcher:
         jit = await self._jit_config(plan)
         job, created = await self._kube.create_job(manifests.runner_job(plan, runner_id=jit.runner_id))
         self._inventory.observe(job)
+        self._limiter.release(plan)  # the Job counts itself now
         if not created:
             # Another launch of the same job won the race; the runner registered here is surplus.
             await self._forget_runner(plan, jit.runner_id)

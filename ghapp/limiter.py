@@ -7,7 +7,7 @@ waiting jobs are still queued in GitHub and the reconciler finds them again.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
@@ -78,15 +78,16 @@ class Limiter:
         self._inventory = inventory
         self._pool_limits = dict(pool_limits)
         self._global_limit = global_limit
-        self._reserved: dict[str, str] = {}  # runner name → pool, launches under way
+        self._reserved: dict[str, str] = {}  # runner name → pool: launches that have not made their Job yet
+        self._reserved_per_pool: Counter[str] = Counter()
         self._queues: dict[str, FairQueue[int, RunnerPlan]] = {
             pool: FairQueue(weight=lambda installation: weights.get(installation, 1)) for pool in pool_limits
         }
 
     def _in_use(self, pool: str | None) -> int:
-        names = {job.name for job in self._inventory.active(pool)}
-        names.update(name for name, p in self._reserved.items() if pool is None or p == pool)
-        return len(names)
+        """Active runner Jobs in the cluster, plus launches that have not created their Job yet."""
+        reserved = len(self._reserved) if pool is None else self._reserved_per_pool[pool]
+        return self._inventory.active_count(pool) + reserved
 
     def has_room(self, pool: str) -> bool:
         if self._in_use(pool) >= self._pool_limits[pool]:
@@ -94,10 +95,15 @@ class Limiter:
         return self._global_limit is None or self._in_use(None) < self._global_limit
 
     def reserve(self, plan: RunnerPlan) -> None:
-        self._reserved[plan.name] = plan.pool.name
+        """Hold a slot for a launch until its Job is in the inventory (or the launch ends)."""
+        if plan.name not in self._reserved:
+            self._reserved[plan.name] = plan.pool.name
+            self._reserved_per_pool[plan.pool.name] += 1
 
     def release(self, plan: RunnerPlan) -> None:
-        self._reserved.pop(plan.name, None)
+        """Give the slot back: the Job now counts itself (or was never made). Idempotent."""
+        if self._reserved.pop(plan.name, None) is not None:
+            self._reserved_per_pool[plan.pool.name] -= 1
 
     def enqueue(self, plan: RunnerPlan) -> None:
         self._queues[plan.pool.name].push(plan.installation_id, plan)
