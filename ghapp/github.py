@@ -263,8 +263,7 @@ class GitHubClient:
         return await self._app_owner.get("app")
 
     async def _fetch_app_owner(self, _: str) -> Expiring[str]:
-        data = await self.request("GET", "/app", auth="app")
-        return Expiring(_field(_field(data, "owner", Mapping), "login", str), float("inf"))
+        return Expiring((await self.app()).owner, float("inf"))
 
     async def head_repository(self, *, installation_id: int, repository: str, run_id: int) -> str:
         """``owner/name`` of the repository a workflow run's head commit comes from (cached per run)."""
@@ -347,16 +346,13 @@ class GitHubClient:
         return [item for item in items or [] if isinstance(item, dict)]
 
     async def remove_runner(self, *, installation_id: int, scope: RunnerScope, runner_id: int) -> bool:
-        """Deregister a runner; False if GitHub refuses as it is running a job (422), or it is gone (404)."""
+        """Deregister a runner unless busy; False if GitHub refuses (422: running a job) or it is gone."""
         try:
-            await self.request(
-                "DELETE", f"{scope.api_path}/actions/runners/{runner_id}", auth=installation_id
-            )
+            return await self.delete_runner(installation_id=installation_id, scope=scope, runner_id=runner_id)
         except GitHubError as exc:
-            if exc.status in (404, 422):
+            if exc.status == 422:
                 return False
             raise
-        return True
 
     # -- the machinery ---------------------------------------------------------------------------------
 
@@ -484,6 +480,7 @@ class GitHubClient:
         return AppInfo(
             id=int(_field(data, "id", int)),
             slug=str(_field(data, "slug", str)),
+            owner=str(_field(_field(data, "owner", Mapping), "login", str)),
             html_url=str(_field(data, "html_url", str)),
             permissions=_permissions(data),
         )
@@ -540,6 +537,8 @@ class AppInfo:
 
     id: int
     slug: str
+    owner: str
+    """The login of the account that owns the App."""
     html_url: str
     permissions: dict[str, str]
 
