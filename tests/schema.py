@@ -6,7 +6,7 @@ from typing import Any
 
 import kubernetes_validate
 
-KUBERNETES_VERSION = "1.33.0"
+from ghapp.kubeschema import KUBERNETES_VERSION
 
 
 def validate(manifest: dict[str, Any]) -> None:
