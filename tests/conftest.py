@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,23 @@ async def start_ghapp(
     await server.start_server()
     github.webhook_url = str(server.make_url("/webhook"))
     return Ghapp(services=services, server=server, github=github, kube=kube)
+
+
+@pytest.fixture
+async def ghapp_with(
+    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+) -> AsyncIterator[Callable[..., Awaitable[Ghapp]]]:
+    """Start ghapp with some settings changed (``GHAPP_X="…"``); every one started is stopped at the end."""
+    started: list[Ghapp] = []
+
+    async def start(**changes: str) -> Ghapp:
+        running = await start_ghapp(load_settings({**environ, **changes}), github, kube, clock=clock)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop()
 
 
 @pytest.fixture

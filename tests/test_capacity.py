@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -112,19 +112,13 @@ async def test_one_installation_cannot_starve_another(small: Ghapp) -> None:
     assert freed <= 2  # served within the next two free slots, not after 95 others
 
 
-async def test_global_limit_across_pools(
-    environ: dict[str, str], tmp_path: Path, github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
-) -> None:
-    settings = load_settings({**environ, "GHAPP_MAX_RUNNERS": "3"})
-    ghapp = await start_ghapp(settings, github, kube, clock=clock)
-    try:
-        for _ in range(4):
-            await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-            await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/api", labels=[*LINUX, "gpu"])
-        await ghapp.settle()
-        assert len(active_jobs(ghapp)) == 3
-    finally:
-        await ghapp.stop()
+async def test_global_limit_across_pools(ghapp_with: Callable[..., Awaitable[Ghapp]]) -> None:
+    ghapp = await ghapp_with(GHAPP_MAX_RUNNERS="3")
+    for _ in range(4):
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/api", labels=[*LINUX, "gpu"])
+    await ghapp.settle()
+    assert len(active_jobs(ghapp)) == 3
 
 
 async def test_cancelled_waiting_job_leaves_the_queue(small: Ghapp) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,8 @@ from ghapp.cli import SAMPLE_PAYLOAD, main
 from ghapp.config import load_settings
 from ghapp.models import WorkflowJob
 
-from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, USER_INSTALLATION, Ghapp, start_ghapp
+from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, USER_INSTALLATION, Ghapp
 from .fakes.github import FakeGitHub
-from .fakes.kube import KubeEmulator
 from .schema import validate
 
 POOLS = """
@@ -51,12 +50,8 @@ def pools_file(tmp_path: Path) -> Path:
     return path
 
 
-async def started(environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, **env: str) -> Ghapp:
-    return await start_ghapp(load_settings({**environ, **env}), github, kube)
-
-
 @pytest.fixture
-async def owner_only(environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator) -> AsyncIterator[Ghapp]:
+async def owner_only(ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub) -> Ghapp:
     """ghapp with GHAPP_ALLOWED_ACCOUNTS empty: only the App's owner gets runners."""
     github.add_installation(
         installation_id=OWNER_INSTALLATION,
@@ -64,9 +59,7 @@ async def owner_only(environ: dict[str, str], github: FakeGitHub, kube: KubeEmul
         account_type="Organization",
         repositories=["ci"],
     )
-    running = await started(environ, github, kube, GHAPP_ALLOWED_ACCOUNTS="")
-    yield running
-    await running.server.close()
+    return await ghapp_with(GHAPP_ALLOWED_ACCOUNTS="")
 
 
 def refused(ghapp: Ghapp, rule: str) -> float:
@@ -81,26 +74,23 @@ def pool_of(job: dict[str, Any]) -> str:
 
 
 async def test_disallowed_account_gets_nothing_and_is_logged_once(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, caplog: pytest.LogCaptureFixture
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    ghapp = await started(environ, github, kube, GHAPP_ALLOWED_ACCOUNTS="ACME, alice")
-    try:
-        for _ in range(3):
-            await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=LINUX)
-        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-        await ghapp.settle()
+    ghapp = await ghapp_with(GHAPP_ALLOWED_ACCOUNTS="ACME, alice")
+    for _ in range(3):
+        await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=LINUX)
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
 
-        (job,) = ghapp.runner_jobs()  # acme's (allowed, case-insensitively); none for globex
-        assert job["metadata"]["annotations"]["ghapp/repository"] == "acme/webapp"
-        assert not [c for c in ghapp.github.calls if c.installation_id == OTHER_ORG_INSTALLATION]
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
-        assert len(warnings) == 1  # once per installation
-        assert "account globex is not in GHAPP_ALLOWED_ACCOUNTS" in warnings[0].getMessage()
-        assert getattr(warnings[0], "account", None) == "globex"
-        assert refused(ghapp, "account-not-allowed") == 3
-    finally:
-        await ghapp.server.close()
+    (job,) = ghapp.runner_jobs()  # acme's (allowed, case-insensitively); none for globex
+    assert job["metadata"]["annotations"]["ghapp/repository"] == "acme/webapp"
+    assert not [c for c in ghapp.github.calls if c.installation_id == OTHER_ORG_INSTALLATION]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
+    assert len(warnings) == 1  # once per installation
+    assert "account globex is not in GHAPP_ALLOWED_ACCOUNTS" in warnings[0].getMessage()
+    assert getattr(warnings[0], "account", None) == "globex"
+    assert refused(ghapp, "account-not-allowed") == 3
 
 
 async def test_empty_allowed_accounts_means_the_app_owner_only(owner_only: Ghapp) -> None:
@@ -132,16 +122,13 @@ async def test_installation_on_a_disallowed_account_is_a_warning(
 
 
 async def test_star_allows_every_account(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub
 ) -> None:
-    ghapp = await started(environ, github, kube, GHAPP_ALLOWED_ACCOUNTS="*")
-    try:
-        await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=LINUX)
-        await ghapp.settle()
-        assert len(ghapp.runner_jobs()) == 1
-        assert not ghapp.github.calls_to("GET", r"/app")
-    finally:
-        await ghapp.server.close()
+    ghapp = await ghapp_with(GHAPP_ALLOWED_ACCOUNTS="*")
+    await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=LINUX)
+    await ghapp.settle()
+    assert len(ghapp.runner_jobs()) == 1
+    assert not ghapp.github.calls_to("GET", r"/app")
 
 
 # -- public repositories and forks ----------------------------------------------------------------------

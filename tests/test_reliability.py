@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ghapp.clock import ManualClock
-from ghapp.config import load_settings
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, start_ghapp, wait_for
+from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 
@@ -123,128 +122,116 @@ async def test_reconciler_finds_queued_jobs_that_have_no_runner(ghapp: Ghapp) ->
 
 
 async def test_cancelled_job_leaves_no_idle_runner_and_busy_runners_are_kept(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
 ) -> None:
-    settings = load_settings({**environ, "GHAPP_IDLE_GRACE_SECONDS": "120"})
-    ghapp = await start_ghapp(settings, github, kube, clock=clock)
-    try:
-        ids = [
-            await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-            for _ in range(4)
-        ]
-        await ghapp.settle()
-        for i in ids:  # every runner registered
-            github.register_runner(scope="org:acme", name=f"ghapp-{i}", labels=LINUX)
-        github.start_job(ids[0], runner_name=f"ghapp-{ids[1]}")  # a runner takes another's job: busy
-        github.cancel_job(ids[2])  # cancelled while queued: one runner too many
-        await github.deliver("workflow_job", github.workflow_job_payload(ids[2], "completed"))
-        await ghapp.settle()
+    ghapp = await ghapp_with(GHAPP_IDLE_GRACE_SECONDS="120")
+    ids = [
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        for _ in range(4)
+    ]
+    await ghapp.settle()
+    for i in ids:  # every runner registered
+        github.register_runner(scope="org:acme", name=f"ghapp-{i}", labels=LINUX)
+    github.start_job(ids[0], runner_name=f"ghapp-{ids[1]}")  # a runner takes another's job: busy
+    github.cancel_job(ids[2])  # cancelled while queued: one runner too many
+    await github.deliver("workflow_job", github.workflow_job_payload(ids[2], "completed"))
+    await ghapp.settle()
 
-        young = await ghapp.services.reconciler.reconcile_once()
-        assert young.surplus_removed == 0  # within the grace period nothing is idle yet
-        clock.advance(121)
-        report = await ghapp.services.reconciler.reconcile_once()
-        # queued: ids[1], ids[3]; idle runners: ghapp-ids[0], ghapp-ids[2], ghapp-ids[3] → one surplus
-        assert report.surplus_removed == 1
-        left = {r["name"] for r in github.runners("org:acme")}
-        assert f"ghapp-{ids[1]}" in left  # busy: never touched
-        assert len(left) == 3
-        assert len(ghapp.runner_jobs()) == 3
-        assert names(ghapp.runner_jobs()) == left  # the removed runner's Job went with it
-        again = await ghapp.services.reconciler.reconcile_once()
-        assert again.surplus_removed == 0
-    finally:
-        await ghapp.stop()
+    young = await ghapp.services.reconciler.reconcile_once()
+    assert young.surplus_removed == 0  # within the grace period nothing is idle yet
+    clock.advance(121)
+    report = await ghapp.services.reconciler.reconcile_once()
+    # queued: ids[1], ids[3]; idle runners: ghapp-ids[0], ghapp-ids[2], ghapp-ids[3] → one surplus
+    assert report.surplus_removed == 1
+    left = {r["name"] for r in github.runners("org:acme")}
+    assert f"ghapp-{ids[1]}" in left  # busy: never touched
+    assert len(left) == 3
+    assert len(ghapp.runner_jobs()) == 3
+    assert names(ghapp.runner_jobs()) == left  # the removed runner's Job went with it
+    again = await ghapp.services.reconciler.reconcile_once()
+    assert again.surplus_removed == 0
 
 
 async def test_runner_that_turns_busy_is_not_deleted(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
 ) -> None:
-    settings = load_settings({**environ, "GHAPP_IDLE_GRACE_SECONDS": "0"})
-    ghapp = await start_ghapp(settings, github, kube, clock=clock)
-    try:
-        job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-        await ghapp.settle()
-        github.register_runner(scope="org:acme", name=f"ghapp-{job_id}", labels=LINUX)
-        github.cancel_job(job_id)
-        clock.advance(1)
-        # GitHub refuses the deregistration: the runner took a job between our list and our delete
-        github.fail_next(1, status=422, path_contains="/actions/runners/")
-        report = await ghapp.services.reconciler.reconcile_once()
-        assert report.surplus_removed == 0
-        assert names(ghapp.runner_jobs()) == {f"ghapp-{job_id}"}
-        assert len(github.runners("org:acme")) == 1
-    finally:
-        await ghapp.stop()
+    ghapp = await ghapp_with(GHAPP_IDLE_GRACE_SECONDS="0")
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    github.register_runner(scope="org:acme", name=f"ghapp-{job_id}", labels=LINUX)
+    github.cancel_job(job_id)
+    clock.advance(1)
+    # GitHub refuses the deregistration: the runner took a job between our list and our delete
+    github.fail_next(1, status=422, path_contains="/actions/runners/")
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.surplus_removed == 0
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{job_id}"}
+    assert len(github.runners("org:acme")) == 1
 
 
 async def test_orphans_of_each_kind_are_removed_and_nothing_else(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock, tmp_path: Path
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
 ) -> None:
-    settings = load_settings({**environ, "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "600"})
-    ghapp = await start_ghapp(settings, github, kube, clock=clock)
-    try:
-        healthy, failed, stuck = [
-            await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-            for _ in range(3)
-        ]
-        await ghapp.settle()
-        github.register_runner(scope="org:acme", name=f"ghapp-{healthy}", labels=LINUX)
-        github.start_job(healthy, runner_name=f"ghapp-{healthy}")  # a healthy, busy runner
-        github.register_runner(scope="org:acme", name=f"ghapp-{failed}", labels=LINUX, status="offline")
-        kube.finish_job(NAMESPACE, f"ghapp-{failed}", succeeded=False)  # its pod failed
-        github.register_runner(scope="org:acme", name="ghapp-4444", labels=LINUX, status="offline")  # no Job
-        github.register_runner(scope="org:acme", name="someone-elses", labels=LINUX, status="offline")
-        # `stuck` was created 11 minutes ago and never registered a runner
-        job = kube.get("jobs", NAMESPACE, f"ghapp-{stuck}")
-        assert job is not None
-        job["metadata"]["creationTimestamp"] = iso(clock.now() - 660)
-        kube.put_object("jobs", job)
-        # a Secret whose Job is gone, and a Job whose Secret never came
-        kube.put_object(
-            "secrets",
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "ghapp-5555", "namespace": NAMESPACE, "labels": relabel(job, 5555)},
-                "data": {"token": "eA=="},
+    ghapp = await ghapp_with(GHAPP_REGISTRATION_TIMEOUT_SECONDS="600")
+    healthy, failed, stuck = [
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        for _ in range(3)
+    ]
+    await ghapp.settle()
+    github.register_runner(scope="org:acme", name=f"ghapp-{healthy}", labels=LINUX)
+    github.start_job(healthy, runner_name=f"ghapp-{healthy}")  # a healthy, busy runner
+    github.register_runner(scope="org:acme", name=f"ghapp-{failed}", labels=LINUX, status="offline")
+    kube.finish_job(NAMESPACE, f"ghapp-{failed}", succeeded=False)  # its pod failed
+    github.register_runner(scope="org:acme", name="ghapp-4444", labels=LINUX, status="offline")  # no Job
+    github.register_runner(scope="org:acme", name="someone-elses", labels=LINUX, status="offline")
+    # `stuck` was created 11 minutes ago and never registered a runner
+    job = kube.get("jobs", NAMESPACE, f"ghapp-{stuck}")
+    assert job is not None
+    job["metadata"]["creationTimestamp"] = iso(clock.now() - 660)
+    kube.put_object("jobs", job)
+    # a Secret whose Job is gone, and a Job whose Secret never came
+    kube.put_object(
+        "secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ghapp-5555", "namespace": NAMESPACE, "labels": relabel(job, 5555)},
+            "data": {"token": "eA=="},
+        },
+    )
+    kube.put_object(
+        "jobs",
+        {
+            **job,
+            "metadata": {
+                **job["metadata"],
+                "name": "ghapp-6666",
+                "uid": "u-6666",
+                "labels": relabel(job, 6666),
             },
-        )
-        kube.put_object(
-            "jobs",
-            {
-                **job,
-                "metadata": {
-                    **job["metadata"],
-                    "name": "ghapp-6666",
-                    "uid": "u-6666",
-                    "labels": relabel(job, 6666),
-                },
-            },
-        )
-        await ghapp.settle()
-        await wait_for(lambda: ghapp.services.inventory.jobs.get("ghapp-6666") is not None, what="watch")
-        await wait_for(
-            lambda: ghapp.services.inventory.jobs[f"ghapp-{stuck}"].created_at < clock.now() - 600,
-            what="watch",
-        )
+        },
+    )
+    await ghapp.settle()
+    await wait_for(lambda: ghapp.services.inventory.jobs.get("ghapp-6666") is not None, what="watch")
+    await wait_for(
+        lambda: ghapp.services.inventory.jobs[f"ghapp-{stuck}"].created_at < clock.now() - 600,
+        what="watch",
+    )
 
-        report = await ghapp.services.reconciler.reconcile_once()
-        assert report.errors == []
-        assert names(ghapp.runner_jobs()) == {f"ghapp-{healthy}"}
-        assert {r["name"] for r in github.runners("org:acme")} == {f"ghapp-{healthy}", "someone-elses"}
-        assert names(ghapp.runner_secrets()) == {f"ghapp-{healthy}"}  # the others went with their Jobs
-        assert report.orphan_job_deleted == 3  # failed, stuck, and the Job without a Secret
-        assert report.orphan_runner_removed == 2  # ghapp-4444, and failed's runner once its Job was gone
-        assert report.orphan_secret_deleted == 1  # ghapp-5555
-        # `failed` and `stuck` are still queued in GitHub: the next pass gives them fresh runners
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.errors == []
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{healthy}"}
+    assert {r["name"] for r in github.runners("org:acme")} == {f"ghapp-{healthy}", "someone-elses"}
+    assert names(ghapp.runner_secrets()) == {f"ghapp-{healthy}"}  # the others went with their Jobs
+    assert report.orphan_job_deleted == 3  # failed, stuck, and the Job without a Secret
+    assert report.orphan_runner_removed == 2  # ghapp-4444, and failed's runner once its Job was gone
+    assert report.orphan_secret_deleted == 1  # ghapp-5555
+    # `failed` and `stuck` are still queued in GitHub: the next pass gives them fresh runners
 
-        second = await ghapp.services.reconciler.reconcile_once()
-        await ghapp.settle()
-        assert names(ghapp.runner_jobs()) == {f"ghapp-{i}" for i in (healthy, failed, stuck)}
-        assert second.launched == 2
-    finally:
-        await ghapp.stop()
+    second = await ghapp.services.reconciler.reconcile_once()
+    await ghapp.settle()
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{i}" for i in (healthy, failed, stuck)}
+    assert second.launched == 2
 
 
 def iso(epoch: float) -> str:
@@ -257,27 +244,23 @@ def relabel(job: dict[str, Any], workflow_job_id: int) -> dict[str, str]:
 
 
 async def test_runner_registered_but_never_online_is_cleaned_up(
-    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, kube: KubeEmulator, clock: ManualClock
 ) -> None:
     # as a JIT runner is: registered (offline) before its pod starts — and here the pod never starts
-    settings = load_settings({**environ, "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "600"})
-    ghapp = await start_ghapp(settings, github, kube, clock=clock)
-    try:
-        job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
-        await ghapp.settle()
-        github.register_runner(scope="org:acme", name=f"ghapp-{job_id}", labels=LINUX, status="offline")
-        young = await ghapp.services.reconciler.reconcile_once()
-        assert young.orphan_job_deleted == 0  # within the timeout: left to start
-        job = kube.get("jobs", NAMESPACE, f"ghapp-{job_id}")
-        assert job is not None
-        job["metadata"]["creationTimestamp"] = iso(clock.now() - 660)
-        kube.put_object("jobs", job)
-        await wait_for(
-            lambda: ghapp.services.inventory.jobs[f"ghapp-{job_id}"].created_at < clock.now() - 600,
-            what="watch",
-        )
-        report = await ghapp.services.reconciler.reconcile_once()
-        assert report.orphan_job_deleted == 1
-        assert github.runners("org:acme") == []  # its registration is removed too
-    finally:
-        await ghapp.stop()
+    ghapp = await ghapp_with(GHAPP_REGISTRATION_TIMEOUT_SECONDS="600")
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    github.register_runner(scope="org:acme", name=f"ghapp-{job_id}", labels=LINUX, status="offline")
+    young = await ghapp.services.reconciler.reconcile_once()
+    assert young.orphan_job_deleted == 0  # within the timeout: left to start
+    job = kube.get("jobs", NAMESPACE, f"ghapp-{job_id}")
+    assert job is not None
+    job["metadata"]["creationTimestamp"] = iso(clock.now() - 660)
+    kube.put_object("jobs", job)
+    await wait_for(
+        lambda: ghapp.services.inventory.jobs[f"ghapp-{job_id}"].created_at < clock.now() - 600,
+        what="watch",
+    )
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.orphan_job_deleted == 1
+    assert github.runners("org:acme") == []  # its registration is removed too
