@@ -42,6 +42,12 @@ def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _ManifestDumper.add_representer(str, _str_block)
 
 
+def _add_pools_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ghapp",
@@ -58,9 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve POST /webhook, /healthz, /readyz and /metrics on GHAPP_HOST:GHAPP_PORT. "
         "Kubernetes access: KUBECONFIG or ~/.kube/config if present, else the pod's service account.",
     )
-    serve.add_argument(
-        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
-    )
+    _add_pools_argument(serve)
     reconcile = commands.add_parser(
         "reconcile",
         help="run one reconcile pass now and print what it did (needs the App credentials and a cluster)",
@@ -69,9 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "Exit 1 if a step failed.",
     )
     reconcile.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
-    reconcile.add_argument(
-        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else a bundled sample)"
-    )
+    _add_pools_argument(reconcile)
     render = commands.add_parser(
         "render",
         help="print the Secret and Job a queued workflow_job payload would produce (no GitHub, no cluster)",
@@ -84,9 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         default=SAMPLE_PAYLOAD,
         help="a workflow_job webhook payload (JSON); default: a bundled sample",
     )
-    render.add_argument(
-        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
-    )
+    _add_pools_argument(render)
     render.add_argument("--pool", metavar="NAME", help="render for this pool, whatever the job's labels")
     render.add_argument(
         "--app-owner",
@@ -323,9 +323,7 @@ def _add_check_parser(commands: Any) -> None:
         "may do everything it needs in GHAPP_NAMESPACE. Prints one PASS/FAIL line per check; exit status "
         "0 only if all pass. Writes nothing. In a cluster: kubectl exec deploy/ghapp -- ghapp check",
     )
-    parser.add_argument(
-        "--pools", type=Path, help="pools file (default: GHAPP_POOLS_FILE, else the bundled sample)"
-    )
+    _add_pools_argument(parser)
 
 
 def check_command(args: argparse.Namespace) -> int:
