@@ -110,9 +110,13 @@ class Reconciler:
         self._redeliveries: Counter[str] = Counter()
 
     async def run_forever(self) -> None:
-        """A pass every `reconcile_interval_seconds` until cancelled."""
+        """A pass every `reconcile_interval_seconds` until cancelled; one broken pass does not end it."""
         while True:
-            await self.reconcile_once()
+            try:
+                await self.reconcile_once()
+            except Exception:  # a bug must not silently stop recovery for good
+                self._metrics.reconcile_passes.labels("failed").inc()
+                log.exception("reconcile pass broke; the next pass runs as planned")
             await self._clock.sleep(self._settings.reconcile_interval_seconds)
 
     async def reconcile_once(self) -> PassReport:
