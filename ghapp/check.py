@@ -91,6 +91,22 @@ def kubernetes_requirements() -> list[tuple[str, str, str]]:
     )
 
 
+RUNNER_RESOURCES = frozenset({("batch", "jobs"), ("", "secrets")})
+"""What ghapp does in a pool's own namespace (the Lease lives in GHAPP_NAMESPACE only)."""
+
+
+def namespace_requirements(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(namespace, API group, resource, verb) ghapp needs: everything in GHAPP_NAMESPACE, and the runner
+    Jobs' and Secrets' permissions in every other namespace a pool puts its runners in."""
+    needs = [(settings.namespace, *requirement) for requirement in kubernetes_requirements()]
+    for namespace in settings.runner_namespaces:
+        if namespace != settings.namespace:
+            needs += [
+                (namespace, g, r, v) for g, r, v in kubernetes_requirements() if (g, r) in RUNNER_RESOURCES
+            ]
+    return needs
+
+
 def report(results: Iterable[Result]) -> str:
     """The report: one PASS/FAIL line per check, then a summary line."""
     results = list(results)
@@ -179,29 +195,32 @@ async def _github_checks(settings: Settings, *, clock: Clock, metrics: Metrics) 
 async def _kubernetes_checks(
     settings: Settings, *, kube_configuration: k8s.Configuration, clock: Clock, metrics: Metrics
 ) -> list[Result]:
-    namespace = settings.namespace
+    needs = namespace_requirements(settings)
     async with KubeTransport(kube_configuration) as http:
         kube = KubeClient(
             http=http,
-            namespace=namespace,
+            namespace=settings.namespace,
             clock=clock,
             metrics=metrics,
             backoff=Backoff(attempts=3),
         )
-        (group, resource, verb), *rest = kubernetes_requirements()
+        (namespace, group, resource, verb), *rest = needs
         what = f"Kubernetes: API server {kube_configuration.host} answers"
         try:
-            first = await kube.may(verb, resource, group=group)
+            first = await kube.may(verb, resource, group=group, namespace=namespace)
         except KubernetesError as exc:
             return [Result(False, what, str(exc))]
-        answers = [first, *await asyncio.gather(*(_may(kube, v, r, group=g) for g, r, v in rest))]
+        answers = [
+            first,
+            *await asyncio.gather(*(_may(kube, v, r, group=g, namespace=n) for n, g, r, v in rest)),
+        ]
     results = [Result(True, what)]
-    for (group, resource, verb), (allowed, reason) in zip(kubernetes_requirements(), answers, strict=True):
+    for (namespace, group, resource, verb), (allowed, reason) in zip(needs, answers, strict=True):
         qualified = f"{resource}.{group}" if group else resource
         if allowed:
             results.append(Result(True, f"Kubernetes: may {verb} {qualified} in namespace {namespace}"))
         else:
-            detail = "grant it in ghapp's Role (deploy/rbac.yaml)" + (
+            detail = "grant it in ghapp's Role (deploy/rbac.yaml) in that namespace" + (
                 f"; the API server says: {reason}" if reason else ""
             )
             results.append(
@@ -210,8 +229,8 @@ async def _kubernetes_checks(
     return results
 
 
-async def _may(kube: KubeClient, verb: str, resource: str, *, group: str) -> tuple[bool, str]:
+async def _may(kube: KubeClient, verb: str, resource: str, *, group: str, namespace: str) -> tuple[bool, str]:
     try:
-        return await kube.may(verb, resource, group=group)
+        return await kube.may(verb, resource, group=group, namespace=namespace)
     except KubernetesError as exc:
         return False, f"no answer: {exc}"

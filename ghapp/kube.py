@@ -232,8 +232,10 @@ class KubeClient:
         await self._call("update", "secrets", name=name, body=body, query=query, accept=(200,))
         return False
 
-    async def may(self, verb: str, resource: str, *, group: str = "") -> tuple[bool, str]:
-        """Whether our credentials may `verb` `resource` (of API `group`) in our namespace, and why not.
+    async def may(
+        self, verb: str, resource: str, *, group: str = "", namespace: str | None = None
+    ) -> tuple[bool, str]:
+        """Whether our credentials may `verb` `resource` (of API `group`) in `namespace`, and why not.
 
         Asks the API server itself (a SelfSubjectAccessReview, which every authenticated user may create).
         """
@@ -242,7 +244,7 @@ class KubeClient:
             "kind": "SelfSubjectAccessReview",
             "spec": {
                 "resourceAttributes": {
-                    "namespace": self.namespace,
+                    "namespace": namespace or self.namespace,
                     "verb": verb,
                     "group": group,
                     "resource": resource,

@@ -214,3 +214,18 @@ async def test_kubernetes_configuration_is_used_as_given(settings: Settings, kub
     configuration.host = kube.url
     results = await check.run_checks(settings, kube_configuration=configuration)
     assert all(r.ok for r in results)
+
+
+async def test_a_pool_namespace_is_checked_for_runner_objects(
+    environ: dict[str, str], kube: KubeEmulator, tmp_path: Path
+) -> None:
+    pools = tmp_path / "pools.yaml"
+    pools.write_text("pools:\n  - {name: other, labels: [self-hosted, linux], namespace: ci-other}\n")
+    settings = load_settings({**environ, "GHAPP_POOLS_FILE": str(pools)})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    lines = [r.line() for r in results]
+    assert [r.line() for r in results if not r.ok] == []
+    for verb in ("create", "delete", "get", "list", "watch"):
+        assert any(f"may {verb} jobs.batch in namespace ci-other" in line for line in lines), verb
+    assert not any("leases" in line and "ci-other" in line for line in lines)  # the Lease stays home
+    assert any(f"may update leases.coordination.k8s.io in namespace {NAMESPACE}" in line for line in lines)
