@@ -206,7 +206,12 @@ def build_app(services: Services, *, reconcile: bool = True) -> web.Application:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    await services.start(reconcile=app[RECONCILE])
+    try:
+        await services.start(reconcile=app[RECONCILE])
+    except BaseException:
+        await services.background.drain(grace=0)
+        await services.close()
+        raise
     log.info(
         "ghapp is serving",
         extra={"namespace": services.settings.namespace, "pools": [p.name for p in services.settings.pools]},

@@ -175,3 +175,36 @@ async def test_reconcile_once_prints_what_it_did(
     assert report["queued_seen"] == 3
     names = {job["metadata"]["name"] for job in kube.objects("jobs", NAMESPACE)}
     assert names == {f"ghapp-{i}" for i in [known["id"], *missed]}
+
+
+async def test_serve_without_a_reachable_cluster_says_so_and_exits(
+    process_env: dict[str, str], tmp_path: Path
+) -> None:
+    unreachable = tmp_path / "unreachable"
+    unreachable.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "gone",
+                "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+                "users": [{"name": "nobody", "user": {}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "nobody"}}],
+            }
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ghapp",
+        "serve",
+        env={**process_env, "KUBECONFIG": str(unreachable)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    text = stderr.decode()
+    assert process.returncode == 2
+    assert "ghapp: error: Kubernetes list jobs failed" in text
+    assert "Traceback" not in text
+    assert "Unclosed" not in text
