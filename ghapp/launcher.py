@@ -191,6 +191,8 @@ class Launcher:
             await self._kube.delete("jobs", plan.name, namespace=plan.namespace)
             self._inventory.forget(plan.name)
         jit = await self._jit_config(plan)
+        if jit is None:
+            return "exists"
         job, created = await self._kube.create_job(manifests.runner_job(plan, runner_id=jit.runner_id))
         self._inventory.observe(job)
         self._limiter.release(plan)  # the Job counts itself now
@@ -202,9 +204,10 @@ class Launcher:
         await self._kube.create_secret(secret)
         return "created"
 
-    async def _jit_config(self, plan: RunnerPlan) -> JitConfig:
+    async def _jit_config(self, plan: RunnerPlan) -> JitConfig | None:
         """One JIT runner named `plan.name`. If GitHub has a runner of that name (an earlier attempt died
-        after registering it) and it is offline and idle, it is deleted and registered again."""
+        after registering it) and it is offline and idle, it is deleted and registered again — unless its
+        Job exists by now (another replica's launch of the same job won): then None."""
         if plan.scope.kind == "org" and plan.pool.runner_group:
             group_id = await self._github.runner_group_id(
                 installation_id=plan.installation_id, org=plan.scope.owner, name=plan.pool.runner_group
@@ -233,6 +236,8 @@ class Launcher:
             if runner.busy or runner.status != "offline":
                 state = "busy" if runner.busy else runner.status
                 raise RunnerNameTaken(f"runner {plan.name} exists in GitHub and is {state}; not replacing it")
+            if await self._kube.get("jobs", plan.name, namespace=plan.namespace) is not None:
+                return None  # another replica registered it and has just made its Job: that launch won
             log.info("deleting the offline runner left by an earlier attempt", extra={"runner_id": runner.id})
             await self._github.delete_runner(
                 installation_id=plan.installation_id, scope=plan.scope, runner_id=runner.id

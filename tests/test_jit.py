@@ -215,3 +215,35 @@ async def test_job_left_without_secret_is_replaced(ghapp: Ghapp) -> None:
     (secret,) = ghapp.runner_secrets()
     assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
     assert ghapp.github.runner_for_jitconfig(jitconfig(secret)) == runner
+
+
+async def test_another_replicas_launch_of_the_same_job_is_left_to_win(ghapp: Ghapp) -> None:
+    # Replica A registered ghapp-558 and created its Job just after this replica looked for the Job:
+    # the first lookup here answers 404, the Job exists when the name turns out to be taken.
+    theirs = ghapp.github.register_runner(scope="org:acme", name="ghapp-558", labels=PLAIN, status="offline")
+    job = ghapp.kube.put_object(
+        "jobs",
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "ghapp-558",
+                "namespace": NAMESPACE,
+                "annotations": {"ghapp/runner-id": str(theirs["id"])},
+            },
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
+        },
+    )
+    ghapp.kube.fail_next(1, status=404, verb="get", resource="jobs")
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=PLAIN, job_id=558)
+    await ghapp.settle()
+
+    assert not ghapp.github.calls_to("DELETE", r".*")  # replica A's runner is left alone
+    assert [c.status for c in ghapp.github.calls_to("POST", r".*/generate-jitconfig")] == [409]
+    assert ghapp.github.runners("org:acme") == [theirs]
+    (still,) = ghapp.runner_jobs()
+    assert still["metadata"]["uid"] == job["metadata"]["uid"]
+    launched = ghapp.services.metrics.registry.get_sample_value(
+        "ghapp_runners_launched_total", {"pool": "plain", "outcome": "exists"}
+    )
+    assert launched == 1
