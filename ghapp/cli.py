@@ -1,4 +1,4 @@
-"""Command line: ``ghapp serve`` and ``ghapp render`` (parse arguments, build settings, run)."""
+"""Command line: `serve`, `reconcile`, `render`, `setup`, `check` (parse arguments, build settings, run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter, shared by the GitHub and Kubernetes clients."""
+"""Capped exponential backoff with (equal) jitter, shared by the GitHub and Kubernetes clients."""
 
 from __future__ import annotations
 
