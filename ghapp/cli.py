@@ -280,8 +280,6 @@ def _add_setup_parser(commands: Any) -> None:
 
 def setup_command(args: argparse.Namespace) -> int:
     """``ghapp setup``: create the App, store its credentials, print where to install it."""
-    import asyncio
-
     from ghapp import setup
 
     try:
@@ -320,7 +318,8 @@ def _add_check_parser(commands: Any) -> None:
         help="verify a deployment: settings, GitHub credentials and installations, Kubernetes access",
         description="Check the settings (and pools file), that GitHub accepts the App's JWT, that every "
         "installation grants the permissions ghapp needs, that the Kubernetes API answers and that ghapp "
-        "may do everything it needs in GHAPP_NAMESPACE. Prints one PASS/FAIL line per check; exit status "
+        "may do everything it needs in GHAPP_NAMESPACE (and in the pools' own namespaces). "
+        "Prints one PASS/FAIL line per check; exit status "
         "0 only if all pass. Writes nothing. In a cluster: kubectl exec deploy/ghapp -- ghapp check",
     )
     _add_pools_argument(parser)
@@ -328,8 +327,6 @@ def _add_check_parser(commands: Any) -> None:
 
 def check_command(args: argparse.Namespace) -> int:
     """``ghapp check``: print the report; 0 if every check passed, else 1."""
-    import asyncio
-
     from ghapp import check
 
     try:
