@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from ghapp.clock import ManualClock
 from ghapp.config import Settings, load_settings
 from ghapp.metrics import Metrics
 
+from . import realcluster
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 from .keys import PRIVATE_KEY_PEM, PUBLIC_KEY_PEM
+from .realcluster import Cluster
 
 APP_ID = 12345
 WEBHOOK_SECRET = "it's-a-secret-to-everybody"
@@ -146,7 +149,7 @@ class Ghapp:
     services: Services
     server: TestServer
     github: FakeGitHub
-    kube: KubeEmulator
+    kube: Any  # KubeEmulator, or a realcluster.Cluster for the real tier
     stopped: bool = False
 
     @property
@@ -191,12 +194,17 @@ class Ghapp:
 
 
 async def start_ghapp(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator, *, reconcile: bool = False, **kwargs: Any
+    settings: Settings,
+    github: FakeGitHub,
+    kube: KubeEmulator | Cluster,
+    *,
+    reconcile: bool = False,
+    **kwargs: Any,
 ) -> Ghapp:
-    """Start ghapp on loopback; the reconciler loop only when asked (tests mostly run single passes)."""
-    services = await start_services(
-        settings, kube_configuration=kube.configuration(), metrics=Metrics(), **kwargs
-    )
+    """Start ghapp on loopback against the emulator or a real cluster; the reconciler loop only when asked
+    (tests mostly run single passes)."""
+    configuration = await kube.configuration() if isinstance(kube, Cluster) else kube.configuration()
+    services = await start_services(settings, kube_configuration=configuration, metrics=Metrics(), **kwargs)
     app: web.Application = build_app(services, reconcile=reconcile)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -228,3 +236,50 @@ async def ghapp(
     running = await start_ghapp(settings, github, kube, clock=clock)
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The real control plane (see tests/realcluster.py for which one); skipped only outside CI."""
+    given = os.environ.get("GHAPP_TEST_KUBECONFIG")
+    if given:
+        yield Cluster(kubeconfig=Path(given))
+        return
+    if not (realcluster.SHARED_K8S / "up").is_file():
+        if realcluster.required():
+            pytest.fail("GHAPP_REQUIRE_REAL_CLUSTER is set but no control plane: set GHAPP_TEST_KUBECONFIG")
+        pytest.skip("no control plane at hand: set GHAPP_TEST_KUBECONFIG to run this tier")  # ok-skip
+    folder = tmp_path_factory.mktemp("k8s")
+    kubeconfig = realcluster.start_shared(folder)
+    try:
+        yield Cluster(kubeconfig=kubeconfig)
+    finally:
+        realcluster.stop_shared(folder)
+
+
+@pytest.fixture
+def cluster_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace on the real control plane, deleted after the test."""
+    name = cluster.create_namespace()
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name)
+
+
+@pytest.fixture
+async def real_ghapp_with(
+    environ: dict[str, str], github: FakeGitHub, cluster: Cluster, cluster_namespace: str, clock: ManualClock
+) -> AsyncIterator[Callable[..., Awaitable[Ghapp]]]:
+    """Like ``ghapp_with``, on the real control plane, with GHAPP_NAMESPACE set to a fresh namespace."""
+    started: list[Ghapp] = []
+
+    async def start(**changes: str) -> Ghapp:
+        changed = {**environ, "GHAPP_NAMESPACE": cluster_namespace, **changes}
+        running = await start_ghapp(load_settings(changed), github, cluster, clock=clock)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop()
