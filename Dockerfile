@@ -17,6 +17,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir /wheels/*.whl
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["ghapp"]
 CMD ["serve"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -180,7 +182,8 @@ RECONCILE = web.AppKey("reconcile", bool)
 
 
 def build_app(services: Services, *, reconcile: bool = True) -> web.Application:
-    """The aiohttp application: ``POST /webhook``, ``/healthz``, ``/readyz``, ``/metrics``."""
+    """The public application: ``POST /webhook``, ``/healthz``, ``/readyz`` (and nothing internal: that is
+    on the admin application). It owns the services' lifecycle."""
     settings = services.settings
     assert settings.webhook_secret is not None
     app = web.Application(client_max_size=settings.max_body_bytes)
@@ -199,9 +202,36 @@ def build_app(services: Services, *, reconcile: bool = True) -> web.Application:
     )
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+def build_admin_app(services: Services) -> web.Application:
+    """The admin application, for the cluster only: ``/metrics``."""
+    app = web.Application()
+    app[SERVICES] = services
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def admin_listener(
+    admin: web.Application, *, host: str, port: int
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    """A cleanup context for the public application that serves `admin` on its own port while the
+    public application runs (started after the services, stopped before them)."""
+
+    @contextlib.asynccontextmanager
+    async def listen(_: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(admin, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("admin listener is serving", extra={"host": host, "port": port})
+            yield
+        finally:
+            await runner.cleanup()
+
+    return listen
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

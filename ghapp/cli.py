@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="receive webhooks and start runners (needs the App credentials and a cluster)",
-        description="Serve POST /webhook, /healthz, /readyz and /metrics on GHAPP_HOST:GHAPP_PORT. "
+        description="Serve POST /webhook, /healthz and /readyz on GHAPP_HOST:GHAPP_PORT, and /metrics "
+        "on GHAPP_HOST:GHAPP_ADMIN_PORT. "
         "Kubernetes access: KUBECONFIG or ~/.kube/config if present, else the pod's service account.",
     )
     _add_pools_argument(serve)
@@ -230,7 +231,7 @@ def reconcile_once(settings: Settings) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from ghapp.app import build_app, start_services
+    from ghapp.app import admin_listener, build_admin_app, build_app, start_services
 
     settings.require_credentials()
     kubeconfig = _kubeconfig_file(settings)
@@ -238,7 +239,10 @@ def serve(settings: Settings) -> int:
 
     async def make_app() -> web.Application:
         services = await start_services(settings, kube_configuration=await kube_configuration(kubeconfig))
-        return build_app(services)
+        app = build_app(services)
+        admin = build_admin_app(services)
+        app.cleanup_ctx.append(admin_listener(admin, host=settings.host, port=settings.admin_port))
+        return app
 
     web.run_app(make_app(), host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
     return 0

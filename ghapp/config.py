@@ -216,7 +216,9 @@ class Settings(BaseModel):
     host: str = "0.0.0.0"
     """GHAPP_HOST: listen address."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    """GHAPP_PORT: listen port."""
+    """GHAPP_PORT: the public listen port: ``POST /webhook`` and the probes only."""
+    admin_port: Annotated[int, Field(ge=1, le=65535)] = 9090
+    """GHAPP_ADMIN_PORT: the admin listen port: ``/metrics``, ``/status`` and ``/status.json``."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     """GHAPP_MAX_BODY_BYTES: larger webhook bodies are refused with 413 (GitHub's own cap is 25 MB)."""
     runner_prefix: str = "ghapp"
@@ -332,6 +334,14 @@ class Settings(BaseModel):
             raise ValueError("no pools configured")
         return self
 
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.admin_port == self.port:
+            raise ValueError(
+                f"GHAPP_ADMIN_PORT and GHAPP_PORT are both {self.port}: the admin port must be another one"
+            )
+        return self
+
     @property
     def runner_namespaces(self) -> tuple[str, ...]:
         """Every namespace runner Jobs may live in: GHAPP_NAMESPACE and the pools' own."""
@@ -371,6 +381,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_POOLS_FILE": "pools_file",
     "GHAPP_HOST": "host",
     "GHAPP_PORT": "port",
+    "GHAPP_ADMIN_PORT": "admin_port",
     "GHAPP_MAX_BODY_BYTES": "max_body_bytes",
     "GHAPP_RUNNER_PREFIX": "runner_prefix",
     "GHAPP_LOG_LEVEL": "log_level",

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ghapp.app import Services, build_app, start_services
+from ghapp.app import Services, build_admin_app, build_app, start_services
 from ghapp.clock import ManualClock
 from ghapp.config import Settings, load_settings
 from ghapp.metrics import Metrics
@@ -148,6 +148,8 @@ class Ghapp:
 
     services: Services
     server: TestServer
+    admin: TestServer
+    """The admin listener: /metrics, /status, /status.json."""
     github: FakeGitHub
     kube: Any  # KubeEmulator, or a realcluster.Cluster for the real tier
     stopped: bool = False
@@ -160,6 +162,7 @@ class Ghapp:
         """Shut down as on SIGTERM (idempotent)."""
         if not self.stopped:
             self.stopped = True
+            await self.admin.close()
             await self.server.close()
 
     def metric(self, name: str, **labels: str) -> float:
@@ -208,8 +211,10 @@ async def start_ghapp(
     app: web.Application = build_app(services, reconcile=reconcile)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    admin = TestServer(build_admin_app(services), host="127.0.0.1")
+    await admin.start_server()
     github.webhook_url = str(server.make_url("/webhook"))
-    return Ghapp(services=services, server=server, github=github, kube=kube)
+    return Ghapp(services=services, server=server, admin=admin, github=github, kube=kube)
 
 
 @pytest.fixture

@@ -168,9 +168,12 @@ async def test_metrics_move_in_a_flow(ghapp: Ghapp) -> None:
     await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=["windows"])
     await ghapp.github.deliver("ping", {"zen": "Design for failure."})
     await ghapp.settle()
-    async with aiohttp.ClientSession() as session, session.get(ghapp.server.make_url("/metrics")) as response:
-        assert response.status == 200
-        text = await response.text()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(ghapp.admin.make_url("/metrics")) as response:
+            assert response.status == 200
+            text = await response.text()
+        async with session.get(ghapp.server.make_url("/metrics")) as response:
+            assert response.status == 404  # not on the public (webhook) listener
     for name in (
         "ghapp_webhook_deliveries_total",
         "ghapp_runners_launched_total",

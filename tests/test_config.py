@@ -53,10 +53,18 @@ def test_full_environment_is_read(pools_file: Path) -> None:
 
 def test_defaults(pools_file: Path) -> None:
     settings = load_settings({"GHAPP_POOLS_FILE": str(pools_file)})
-    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert (settings.host, settings.port, settings.admin_port) == ("0.0.0.0", 8080, 9090)
     assert settings.github_api_url == "https://api.github.com"
     assert settings.web_url == "https://github.com"
     assert settings.namespace == "default"
+
+
+def test_admin_port_must_differ_from_the_public_port(pools_file: Path) -> None:
+    assert load_settings(env(pools_file, GHAPP_ADMIN_PORT="9191")).admin_port == 9191
+    with pytest.raises(ConfigError, match="GHAPP_ADMIN_PORT and GHAPP_PORT are both 9000"):
+        load_settings(env(pools_file, GHAPP_PORT="9000", GHAPP_ADMIN_PORT="9000"))
+    with pytest.raises(ConfigError, match="GHAPP_ADMIN_PORT"):
+        load_settings(env(pools_file, GHAPP_ADMIN_PORT="70000"))
 
 
 def test_bundled_pools_file_is_the_default() -> None:

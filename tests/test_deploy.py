@@ -64,6 +64,7 @@ def test_every_manifest_is_valid_and_in_the_namespace(manifests: list[Manifest])
             "ConfigMap",
             "Deployment",
             "Service",
+            "Service",
             "PodDisruptionBudget",
         ]
     )
@@ -118,7 +119,10 @@ def test_the_deployment_is_locked_down(manifests: list[Manifest]) -> None:
         assert set(main["resources"][kind]) == {"cpu", "memory"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert main["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert main["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 9090, "protocol": "TCP"},
+    ]
     assert main["args"] == ["serve"]
     # a writable /tmp on a read-only root
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -182,7 +186,7 @@ def test_settings_come_from_the_credentials_secret_the_configmap_and_the_downwar
     assert settings.webhook_secret is not None
     assert settings.webhook_secret.get_secret_value() == WEBHOOK_SECRET
     assert [pool.name for pool in settings.pools] == ["linux"]
-    assert settings.port == 8080
+    assert (settings.port, settings.admin_port) == (8080, 9090)
 
 
 def test_the_service_and_the_disruption_budget_select_the_pods(manifests: list[Manifest]) -> None:
@@ -193,6 +197,11 @@ def test_the_service_and_the_disruption_budget_select_the_pods(manifests: list[M
     assert (port["name"], port["port"]) == ("http", 80)
     container_ports = {p["name"]: p["containerPort"] for p in container(manifests)["ports"]}
     assert container_ports[port["targetPort"]] == 8080
+    # the admin listener has a Service of its own, so that an Ingress for the webhook never reaches it
+    admin = find(manifests, "Service", "ghapp-admin")
+    assert admin["spec"]["selector"].items() <= labels.items()
+    (port,) = admin["spec"]["ports"]
+    assert (port["name"], port["port"], container_ports[port["targetPort"]]) == ("admin", 9090, 9090)
     budget = find(manifests, "PodDisruptionBudget", "ghapp")
     assert budget["spec"]["minAvailable"] == 1
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -208,8 +217,10 @@ def test_the_prometheus_overlay_adds_a_service_monitor(manifests: list[Manifest]
     (monitor,) = monitors
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == NAMESPACE
-    service = find(overlay, "Service", "ghapp")
+    service = find(overlay, "Service", "ghapp-admin")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    public = find(overlay, "Service", "ghapp")
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= public["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"

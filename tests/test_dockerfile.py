@@ -108,7 +108,7 @@ def test_the_final_stage_runs_ghapp_serve_as_a_numeric_non_root_user(stages: lis
     assert not gid or (gid.isdigit() and int(gid) != 0)
     assert json.loads(final.last("ENTRYPOINT")) == ["ghapp"]
     assert json.loads(final.last("CMD")) == ["serve"]
-    assert final.last("EXPOSE") == "8080"
+    assert final.last("EXPOSE") == "8080 9090"  # webhook, admin
     # USER comes after every RUN: nothing runs as root once the user is set, and nothing needs to
     keywords = [key for key, _ in final.instructions]
     assert keywords.index("USER") > max(i for i, key in enumerate(keywords) if key == "RUN")

@@ -64,6 +64,7 @@ def process_env(environ: dict[str, str], kubeconfig: Path) -> dict[str, str]:
         "KUBECONFIG": str(kubeconfig),
         "GHAPP_HOST": "127.0.0.1",
         "GHAPP_PORT": str(free_port()),
+        "GHAPP_ADMIN_PORT": str(free_port()),
         "GHAPP_LOG_FORMAT": "json",
         "GHAPP_LOG_LEVEL": "DEBUG",
         "GHAPP_LEASE_DURATION_SECONDS": "3",
@@ -106,7 +107,10 @@ async def wait_ready(url: str) -> None:
 
 
 async def test_serve_handles_a_job_and_stops_cleanly_on_sigterm(
-    serving: tuple[asyncio.subprocess.Process, str], github: FakeGitHub, kube: KubeEmulator
+    serving: tuple[asyncio.subprocess.Process, str],
+    github: FakeGitHub,
+    kube: KubeEmulator,
+    process_env: dict[str, str],
 ) -> None:
     process, url = serving
     await wait_ready(url)
@@ -118,6 +122,17 @@ async def test_serve_handles_a_job_and_stops_cleanly_on_sigterm(
     await wait_for(
         lambda: kube.get("leases", NAMESPACE, "ghapp-reconciler") is not None, within=20, what="lease"
     )
+
+    # internals are on the admin port only: exposing the webhook's port never exposes them
+    admin = f"http://127.0.0.1:{process_env['GHAPP_ADMIN_PORT']}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{admin}/metrics") as response:
+            assert response.status == 200
+            assert "ghapp_runners_launched_total" in await response.text()
+        async with session.get(f"{url}/metrics") as response:
+            assert response.status == 404
+        async with session.get(f"{admin}/webhook") as response:
+            assert response.status == 404
 
     process.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
