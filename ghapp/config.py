@@ -245,6 +245,9 @@ class Settings(BaseModel):
     """GHAPP_IDLE_GRACE_SECONDS: a runner this young is never removed as idle surplus."""
     registration_timeout_seconds: Annotated[float, Field(ge=30)] = 900.0
     """GHAPP_REGISTRATION_TIMEOUT_SECONDS: a runner Job whose runner has not registered by then is deleted."""
+    orphan_grace_seconds: Annotated[float, Field(ge=0)] = 60.0
+    """GHAPP_ORPHAN_GRACE_SECONDS: a runner Secret, Job or offline runner younger than this is never deleted
+    as an orphan (its counterpart may be being made by another replica, or a view of it may lag)."""
     lease_name: str = "ghapp-reconciler"
     """GHAPP_LEASE_NAME: the Lease that elects the replica running the reconciler."""
     lease_duration_seconds: Annotated[float, Field(ge=1)] = 15.0
@@ -399,6 +402,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_ACTIVITY_TTL_SECONDS": "activity_ttl_seconds",
     "GHAPP_IDLE_GRACE_SECONDS": "idle_grace_seconds",
     "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "registration_timeout_seconds",
+    "GHAPP_ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",
     "GHAPP_LEASE_NAME": "lease_name",
     "GHAPP_LEASE_DURATION_SECONDS": "lease_duration_seconds",
     "POD_NAME": "identity",

@@ -125,17 +125,26 @@ class KubeClient:
                 return items, str(metadata.get("resourceVersion", ""))
             query = {**query, "continue": metadata["continue"]}
 
-    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> bool:
-        """Delete an object and (Background propagation) what it owns; False if it was already gone."""
+    async def delete(
+        self, resource: Resource, name: str, *, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
+        """Delete an object and (Background propagation) what it owns; False if it was already gone.
+
+        With `uid`, only that very object is deleted (a precondition): one made again under the same name
+        since the caller looked is left alone, and the answer is False.
+        """
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         answer = await self._call(
             "delete",
             resource,
             name=name,
-            body={"propagationPolicy": "Background"},
-            accept=(200, 202, 404),
+            body=body,
+            accept=(200, 202, 404, 409) if uid else (200, 202, 404),
             namespace=namespace,
         )
-        return answer.status != 404
+        return answer.status not in (404, 409)
 
     async def create(self, resource: Resource, body: dict[str, Any]) -> Answer:
         """Create any object; the answer is 201 or 409 (exists), anything else raises."""

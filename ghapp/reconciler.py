@@ -19,7 +19,7 @@ from typing import Any
 
 from ghapp import planner
 from ghapp.admission import Admission
-from ghapp.clock import Clock
+from ghapp.clock import Clock, parse_timestamp
 from ghapp.config import Settings
 from ghapp.errors import GhappError, InvalidPayload
 from ghapp.github import GitHubClient
@@ -263,9 +263,8 @@ class Reconciler:
             return
         if existing is not None:
             # its runner Job ran (or failed) without taking this job: make room for a fresh one next pass
-            await self._kube.delete("jobs", existing.name, namespace=existing.namespace)
-            self._inventory.forget(existing.name)
-            report.orphan_job_deleted += 1
+            if await self._delete_job(existing):
+                report.orphan_job_deleted += 1
             return
         self._launcher.submit(plan, received_at=self._clock.now())
         report.launched += 1
@@ -334,8 +333,7 @@ class Reconciler:
                     installation_id=installation_id, scope=scope, runner_id=runner_id
                 ):
                     continue  # it took a job meanwhile (422): never kill a busy runner
-                await self._kube.delete("jobs", job.name, namespace=job.namespace)
-                self._inventory.forget(job.name)
+                await self._delete_job(job)
                 report.surplus_removed += 1
                 log.info("removed a surplus idle runner", extra={"job": job.name, "pool": pool})
 
@@ -346,8 +344,13 @@ class Reconciler:
             await self._github.remove_runner(
                 installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
             )
-        await self._kube.delete("jobs", job.name, namespace=job.namespace)
+        await self._delete_job(job)
+
+    async def _delete_job(self, job: RunnerJob) -> bool:
+        """Delete the very Job `job` describes (not one made again under its name since); False if gone."""
+        deleted = await self._kube.delete("jobs", job.name, namespace=job.namespace, uid=job.uid)
         self._inventory.forget(job.name)
+        return deleted
 
     async def _tidy_secrets(self, report: PassReport) -> None:
         for namespace in self._inventory.namespaces:
@@ -361,13 +364,8 @@ class Reconciler:
             metadata = secret.get("metadata") or {}
             name = str(metadata.get("name"))
             names.add(name)
-            owners = {ref.get("uid") for ref in metadata.get("ownerReferences") or []}
-            job = self._inventory.jobs.get(name)
-            lost = job is None or job.uid not in owners
-            if (
-                lost
-                and not self._launcher.is_launching(name)
-                and await self._kube.delete("secrets", name, namespace=namespace)
+            if await self._secret_orphaned(metadata, namespace, now) and await self._kube.delete(
+                "secrets", name, namespace=namespace, uid=str(metadata.get("uid") or "") or None
             ):
                 report.orphan_secret_deleted += 1
                 log.info("deleted a runner Secret whose Job is gone", extra={"secret": name})
@@ -377,11 +375,37 @@ class Reconciler:
                 and job.active
                 and now - job.created_at > SECRET_GRACE
                 and not self._launcher.is_launching(job.name)
+                # made since the list above?
+                and await self._kube.get("secrets", job.name, namespace=namespace) is None
+                and await self._delete_job(job)
             ):
-                await self._kube.delete("jobs", job.name, namespace=namespace)
-                self._inventory.forget(job.name)
                 report.orphan_job_deleted += 1
                 log.info("deleted a runner Job that has no Secret", extra={"job": job.name})
+
+    async def _secret_orphaned(self, metadata: dict[str, Any], namespace: str, now: float) -> bool:
+        """True if a runner Secret has no Job that owns it — by the inventory, then confirmed by a GET.
+
+        Any view of the cluster lags (the watch, another replica's fresh Job, ``reconcile --once``'s list),
+        so a Secret younger than `orphan_grace_seconds` is never an orphan, nor one a launch here is making.
+        """
+        name = str(metadata.get("name"))
+        owners = {ref.get("uid") for ref in metadata.get("ownerReferences") or []}
+        job = self._inventory.jobs.get(name)
+        if job is not None and job.uid in owners:
+            return False
+        if self._launcher.is_launching(name) or _age(metadata, now) < self._settings.orphan_grace_seconds:
+            return False
+        current = await self._kube.get("jobs", name, namespace=namespace)
+        return current is None or (current.get("metadata") or {}).get("uid") not in owners
+
+
+def _age(metadata: dict[str, Any], now: float) -> float:
+    """Seconds since an object's ``creationTimestamp`` (0 if it has none: too young to judge)."""
+    created = metadata.get("creationTimestamp")
+    try:
+        return now - parse_timestamp(created) if isinstance(created, str) else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _without(jobs: Iterable[RunnerJob], names: set[str]) -> list[RunnerJob]:

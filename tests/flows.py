@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import aiohttp
 
 from ghapp import check
@@ -43,7 +45,16 @@ async def full_flow(ghapp: Ghapp) -> None:
     ghapp.kube.finish_job(NAMESPACE, f"ghapp-{cancelled}", succeeded=False)
     secret = ghapp.kube.get("secrets", NAMESPACE, f"ghapp-{cancelled}")
     assert secret is not None
-    orphan = {**secret, "metadata": {**secret["metadata"], "name": "ghapp-1", "ownerReferences": []}}
+    an_hour_ago = datetime.fromtimestamp(ghapp.services.clock.now() - 3600, UTC).isoformat()
+    orphan = {
+        **secret,
+        "metadata": {
+            **secret["metadata"],
+            "name": "ghapp-1",
+            "ownerReferences": [],
+            "creationTimestamp": an_hour_ago,  # older than GHAPP_ORPHAN_GRACE_SECONDS
+        },
+    }
     ghapp.kube.put_object("secrets", orphan)
     await wait_for(lambda: not ghapp.services.inventory.jobs[f"ghapp-{cancelled}"].active, what="watch")
     report = await ghapp.services.reconciler.reconcile_once()

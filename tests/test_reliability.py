@@ -195,7 +195,12 @@ async def test_orphans_of_each_kind_are_removed_and_nothing_else(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "ghapp-5555", "namespace": NAMESPACE, "labels": relabel(job, 5555)},
+            "metadata": {
+                "name": "ghapp-5555",
+                "namespace": NAMESPACE,
+                "labels": relabel(job, 5555),
+                "creationTimestamp": iso(clock.now() - 660),
+            },
             "data": {"token": "eA=="},
         },
     )
