@@ -1,26 +1,32 @@
 """``ghapp check``: verify a deployment and say, line by line, what works and what does not.
 
 Checks, in order: the settings (and pools file); that GitHub accepts a JWT signed with the private key
-(``GET /app``); every installation and whether its permissions cover what ghapp needs; that the
-Kubernetes API answers; and that ghapp's credentials may do each verb on each resource of
-`KUBERNETES_RULES` in its namespace (SelfSubjectAccessReview). Nothing is written anywhere.
+(``GET /app``) and that the App subscribes to ``workflow_job``; the App's webhook configuration
+(``GET /app/hook/config``) and its recent failed deliveries (``GET /app/hook/deliveries``); every
+installation, whether its permissions cover what ghapp needs and whether the account rule and the pools'
+scopes let any of its jobs get a runner; that the Kubernetes API answers; and that ghapp's credentials may
+do each verb on each resource of `KUBERNETES_RULES` in its namespace (SelfSubjectAccessReview). Nothing is
+written anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
+from ghapp import policy
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
 from ghapp.errors import ConfigError, GitHubError, KubernetesError
-from ghapp.github import AppInfo, GitHubClient, InstallationInfo
+from ghapp.github import AppInfo, GitHubClient, HookConfig, InstallationInfo
 from ghapp.kube import KubeClient
 from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
@@ -34,6 +40,10 @@ RUNNER_PERMISSION: Final = {
     "User": "administration",
 }
 """The permission that manages runners, by installation account type (org runners vs repo runners)."""
+PLACEHOLDER_HOSTS: Final = frozenset({"example.com", "example.org", "example.net"})
+"""Hosts of placeholder webhook URLs (``ghapp setup`` without ``--webhook-url`` uses one)."""
+DELIVERIES_WINDOW: Final = 24 * 3600.0
+"""How far back ``check`` looks at webhook deliveries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +53,21 @@ class Result:
     ok: bool
     what: str
     detail: str = ""
+    warning: bool = False
+    """Works, but something deserves a look (printed as WARN; does not fail the check)."""
+
+    @property
+    def label(self) -> str:
+        return "FAIL" if not self.ok else "WARN" if self.warning else "PASS"
 
     def line(self) -> str:
-        text = f"{'PASS' if self.ok else 'FAIL'}  {self.what}"
+        text = f"{self.label}  {self.what}"
         return f"{text}: {self.detail}" if self.detail else text
+
+
+def warn(what: str, detail: str) -> Result:
+    """A WARN line: works, but deserves a look."""
+    return Result(True, what, detail, warning=True)
 
 
 # -- pure ----------------------------------------------------------------------------------------------
@@ -67,21 +88,164 @@ def missing_permissions(granted: Mapping[str, str], needed: Mapping[str, str]) -
     ]
 
 
-def installation_result(installation: InstallationInfo, *, install_url: str) -> Result:
-    """Whether one installation lets ghapp start runners for its account."""
+def installation_result(
+    installation: InstallationInfo,
+    *,
+    install_url: str,
+    settings: Settings | None = None,
+    app_owner: str | None = None,
+) -> Result:
+    """Whether one installation lets ghapp start runners for its account: not suspended, the permissions
+    ghapp needs, and (given `settings`) the account rule and the pools' scopes let its jobs in."""
     what = f"GitHub: installation {installation.id} ({installation.account_type} {installation.account})"
     if installation.suspended:
         return Result(False, what, f"suspended; unsuspend it at {install_url}")
+    problems = []
     missing = missing_permissions(installation.permissions, needed_permissions(installation.account_type))
     if missing:
-        return Result(
-            False,
-            what,
+        problems.append(
             f"lacks {'; '.join(missing)}: grant it in the App's permissions, then accept the new "
-            "permissions on the installation",
+            "permissions on the installation"
         )
+    refused = settings and account_refusal(installation.account, settings=settings, app_owner=app_owner)
+    if refused:
+        problems.append(refused)
+    if problems:
+        return Result(False, what, "; and ".join(problems))
     granted = ", ".join(f"{k}: {v}" for k, v in sorted(installation.permissions.items()))
     return Result(True, what, f"has what ghapp needs ({granted})")
+
+
+def account_refusal(account: str, *, settings: Settings, app_owner: str | None) -> str | None:
+    """Why every job of `account`'s installation would be refused (the account rule, or no pool's scope
+    covers the account), with what to change; None if some job of it can get a runner."""
+    verdict = policy.account_verdict(account, allowed=settings.allowed_accounts, app_owner=app_owner)
+    if isinstance(verdict, policy.Refusal):
+        return (
+            f"every job will be refused: {verdict.reason}; add {account} to GHAPP_ALLOWED_ACCOUNTS "
+            "(comma-separated) or uninstall the App there"
+        )
+    if not policy.pools_for_account(account, settings.pools):
+        return (
+            f"every job will be refused: no pool's organizations / repositories cover account {account} "
+            f"(pools file {settings.pools_file})"
+        )
+    return None
+
+
+def app_events_result(app: AppInfo) -> Result:
+    """Whether the App subscribes to the ``workflow_job`` event (without it no job ever reaches ghapp)."""
+    what = "GitHub: the App subscribes to workflow_job events"
+    if "workflow_job" in app.events:
+        return Result(True, what)
+    return Result(
+        False,
+        what,
+        f"it subscribes to {', '.join(app.events) or 'no events'}; tick 'Workflow job' under "
+        f"'Subscribe to events' in the App's settings ({app.html_url})",
+    )
+
+
+def hook_config_results(config: HookConfig, *, settings_url: str, api_url: str) -> list[Result]:
+    """The App's webhook configuration: a URL GitHub (at `api_url`) can reach (https), JSON bodies, a
+    secret."""
+    results = [_hook_url_result(config.url, settings_url=settings_url, api_url=api_url)]
+    what = "GitHub: webhook content type is json"
+    if config.content_type == "json":
+        results.append(Result(True, what))
+    else:
+        results.append(
+            Result(
+                False,
+                what,
+                f"it is {config.content_type or 'not set'}; ghapp reads only JSON bodies: choose "
+                f"application/json in the App's settings ({settings_url})",
+            )
+        )
+    what = "GitHub: webhook secret is set"
+    if config.secret_set:
+        results.append(Result(True, what, "GitHub signs deliveries; it must equal GHAPP_WEBHOOK_SECRET"))
+    else:
+        results.append(
+            Result(
+                False,
+                what,
+                "no secret: GitHub sends unsigned deliveries and ghapp refuses them (401); set it in the "
+                f"App's settings ({settings_url}) to the value of GHAPP_WEBHOOK_SECRET",
+            )
+        )
+    if config.insecure_ssl:
+        results.append(
+            warn(
+                "GitHub: webhook TLS verification",
+                "SSL verification is disabled for the webhook; enable it once the certificate is valid",
+            )
+        )
+    return results
+
+
+def _hook_url_result(url: str, *, settings_url: str, api_url: str) -> Result:
+    what = "GitHub: webhook URL"
+    fix = f"set it to https://YOUR-HOST/webhook in the App's settings ({settings_url})"
+    if not url:
+        return Result(False, what, f"not set, so GitHub sends nothing; {fix}")
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return Result(False, what, f"{url} is not an http(s) URL; {fix}")
+    if _is_loopback(host) and not _is_loopback((urlsplit(api_url).hostname or "").lower()):
+        return Result(False, what, f"{url} is a loopback address GitHub cannot reach; {fix}")
+    if host in PLACEHOLDER_HOSTS or host.endswith(tuple(f".{h}" for h in PLACEHOLDER_HOSTS)):
+        return Result(False, what, f"{url} is a placeholder; {fix}")
+    if parts.scheme == "http":
+        return warn(what, f"{url} is plain http: deliveries travel unencrypted; use https")
+    return Result(True, what, url)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def deliveries_result(
+    deliveries: Sequence[Mapping[str, Any]], *, window: float = DELIVERIES_WINDOW
+) -> Result:
+    """Recent webhook deliveries (newest first, as GitHub lists them): how many failed and the newest's
+    status. The newest failing means deliveries fail now (FAIL); older failures only, a WARN."""
+    hours = round(window / 3600)
+    what = f"GitHub: webhook deliveries in the last {hours} h"
+    if not deliveries:
+        return Result(True, what, "none (no workflow job queued, or webhooks are not reaching GitHub's log)")
+    failed = [d for d in deliveries if not _delivered_ok(d)]
+    if not failed:
+        return Result(True, what, f"{len(deliveries)}, none failed")
+    newest = failed[0]
+    text = (
+        f"{len(failed)} of {len(deliveries)} failed; newest failure: {_describe_delivery(newest)}. "
+        "See the App's Advanced settings (Recent Deliveries) and ghapp's logs; a 401 means "
+        "GHAPP_WEBHOOK_SECRET differs from the App's webhook secret"
+    )
+    if newest is deliveries[0]:
+        return Result(False, what, text)
+    return warn(what, f"{text}; the newest delivery ({_describe_delivery(deliveries[0])}) succeeded")
+
+
+def _delivered_ok(delivery: Mapping[str, Any]) -> bool:
+    code = delivery.get("status_code")
+    return isinstance(code, int) and 200 <= code < 300
+
+
+def _describe_delivery(delivery: Mapping[str, Any]) -> str:
+    event = delivery.get("event") or "?"
+    action = delivery.get("action")
+    return (
+        f"{event}{'.' + str(action) if action else ''} at {delivery.get('delivered_at') or '?'}: "
+        f"{delivery.get('status') or '?'} (HTTP {delivery.get('status_code')})"
+    )
 
 
 def kubernetes_requirements() -> list[tuple[str, str, str]]:
@@ -108,10 +272,13 @@ def namespace_requirements(settings: Settings) -> list[tuple[str, str, str, str]
 
 
 def report(results: Iterable[Result]) -> str:
-    """The report: one PASS/FAIL line per check, then a summary line."""
+    """The report: one PASS/WARN/FAIL line per check, then a summary line."""
     results = list(results)
     failed = sum(not r.ok for r in results)
+    warned = sum(r.ok and r.warning for r in results)
     summary = f"{len(results)} checks, {failed} failed" if failed else f"all {len(results)} checks passed"
+    if warned:
+        summary += f", {warned} with a warning"
     return "\n".join([*(r.line() for r in results), summary]) + "\n"
 
 
@@ -179,7 +346,9 @@ async def _github_checks(settings: Settings, *, clock: Clock, metrics: Metrics) 
                 else ""
             )
             return [*results, Result(False, what, f"{exc}{hint}")]
-        results.append(Result(True, what, f"App {app.slug} (id {app.id})"))
+        results.append(Result(True, what, f"App {app.slug} (id {app.id}, owner {app.owner})"))
+        results.append(app_events_result(app))
+        results += await _webhook_checks(github, app=app, api_url=settings.github_api_url, now=clock.now())
         install_url = f"{app.html_url}/installations/new"
         try:
             installations = await github.installations()
@@ -188,8 +357,30 @@ async def _github_checks(settings: Settings, *, clock: Clock, metrics: Metrics) 
     if not installations:
         return [*results, Result(False, "GitHub: installations", f"none; install the App at {install_url}")]
     results.append(Result(True, "GitHub: installations", f"{len(installations)} visible"))
-    results += [installation_result(i, install_url=install_url) for i in installations]
+    results += [
+        installation_result(i, install_url=install_url, settings=settings, app_owner=app.owner)
+        for i in installations
+    ]
     return results
+
+
+async def _webhook_checks(github: GitHubClient, *, app: AppInfo, api_url: str, now: float) -> list[Result]:
+    settings_url = app_settings_url(app)
+    try:
+        config = await github.hook_config()
+    except GitHubError as exc:
+        return [Result(False, "GitHub: webhook configuration (GET /app/hook/config)", str(exc))]
+    results = hook_config_results(config, settings_url=settings_url, api_url=api_url)
+    try:
+        deliveries = await github.deliveries(since=now - DELIVERIES_WINDOW, max_pages=1)
+    except GitHubError as exc:
+        return [*results, Result(False, "GitHub: webhook deliveries (GET /app/hook/deliveries)", str(exc))]
+    return [*results, deliveries_result(deliveries)]
+
+
+def app_settings_url(app: AppInfo) -> str:
+    """How a person reaches the App's settings (webhook, events) from its public page."""
+    return f"{app.html_url} → App settings"
 
 
 async def _kubernetes_checks(

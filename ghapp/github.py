@@ -483,6 +483,19 @@ class GitHubClient:
             owner=str(_field(_field(data, "owner", Mapping), "login", str)),
             html_url=str(_field(data, "html_url", str)),
             permissions=_permissions(data),
+            events=tuple(str(event) for event in data.get("events") or () if isinstance(event, str)),
+        )
+
+    async def hook_config(self) -> HookConfig:
+        """``GET /app/hook/config`` (JWT): where and how GitHub sends the App's webhooks."""
+        data = await self.request("GET", "/app/hook/config", auth="app")
+        if not isinstance(data, Mapping):
+            raise GitHubError("GitHub's answer to GET /app/hook/config is not an object")
+        return HookConfig(
+            url=str(data.get("url") or ""),
+            content_type=str(data.get("content_type") or ""),
+            secret_set=bool(data.get("secret")),
+            insecure_ssl=str(data.get("insecure_ssl", "0")) not in ("0", ""),
         )
 
     async def installations(self) -> list[InstallationInfo]:
@@ -541,6 +554,21 @@ class AppInfo:
     """The login of the account that owns the App."""
     html_url: str
     permissions: dict[str, str]
+    events: tuple[str, ...] = ()
+    """The webhook events the App subscribes to."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """What ``GET /app/hook/config`` says (GitHub masks the secret as ``********``; only whether one is set
+    is kept)."""
+
+    url: str
+    content_type: str
+    """``json`` or ``form``."""
+    secret_set: bool
+    insecure_ssl: bool
+    """True when GitHub does not verify the receiver's TLS certificate."""
 
 
 @dataclass(frozen=True, slots=True)

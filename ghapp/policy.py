@@ -79,6 +79,19 @@ def account_verdict(account: str, *, allowed: Sequence[str], app_owner: str | No
     )
 
 
+def pools_for_account(account: str, pools: Sequence[Pool]) -> list[Pool]:
+    """The pools whose scope (``organizations``, and the owner part of ``repositories``) can take jobs of
+    repositories owned by `account`; an empty list means no job of that account can ever get a runner."""
+    return [
+        pool
+        for pool in pools
+        if (not pool.organizations or _matches(account, pool.organizations))
+        and (
+            not pool.repositories or _matches(account, [glob.split("/", 1)[0] for glob in pool.repositories])
+        )
+    ]
+
+
 def pool_verdict(job: WorkflowJob, pool: Pool, *, head_repository: str | None) -> Verdict:
     """May `job` get a runner from `pool` (whose labels it matches)?"""
     repo = job.repository

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,23 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client as k8s
 
 from ghapp import check
+from ghapp.clock import ManualClock
 from ghapp.config import Settings, load_settings
+from ghapp.github import HookConfig
 from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, WEBHOOK_SECRET
+from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, WEBHOOK_SECRET, Ghapp
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 from .keys import PRIVATE_KEY_PEM
 from .kubeconfig import write_kubeconfig
+
+
+@pytest.fixture(autouse=True)
+def webhook_url(github: FakeGitHub) -> str:
+    """The App's webhook URL, as a deployment sets it (GitHub can reach it: https, a public name)."""
+    github.webhook_url = "https://ghapp.acme.dev/webhook"
+    return github.webhook_url
 
 
 def role_rules(rules: dict[tuple[str, str], frozenset[str]]) -> list[dict[str, list[str]]]:
@@ -34,7 +44,9 @@ def lines(results: list[check.Result], *, ok: bool) -> list[str]:
     return [r.line() for r in results if r.ok is ok]
 
 
-async def test_everything_passes_against_a_good_deployment(settings: Settings, kube: KubeEmulator) -> None:
+async def test_everything_passes_against_a_good_deployment(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator
+) -> None:
     kube.rbac_rules = role_rules(KUBERNETES_RULES)
     results = await check.run_checks(settings, kube_configuration=kube.configuration())
     assert lines(results, ok=False) == []
@@ -42,6 +54,9 @@ async def test_everything_passes_against_a_good_deployment(settings: Settings, k
     assert text.endswith(f"all {len(results)} checks passed\n")
     assert "PASS  GitHub: installation 4242 (Organization acme): has what ghapp needs" in text
     assert "PASS  GitHub: installation 5151 (User alice)" in text
+    assert "PASS  GitHub: webhook URL: https://ghapp.acme.dev/webhook" in text
+    assert "PASS  GitHub: the App subscribes to workflow_job events" in text
+    assert "PASS  GitHub: webhook deliveries in the last 24 h: none" in text
     for (group, resource), verbs in KUBERNETES_RULES.items():
         qualified = f"{resource}.{group}" if group else resource
         for verb in verbs:
@@ -52,8 +67,9 @@ async def test_everything_passes_against_a_good_deployment(settings: Settings, k
 
 
 async def test_a_missing_github_permission_fails(
-    settings: Settings, github: FakeGitHub, kube: KubeEmulator
+    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator
 ) -> None:
+    settings = load_settings({**environ, "GHAPP_ALLOWED_ACCOUNTS": "*"})
     without_runners = {k: v for k, v in GITHUB_PERMISSIONS.items() if k != "organization_self_hosted_runners"}
     github.add_installation(
         installation_id=7070,
@@ -134,6 +150,7 @@ async def test_no_installations_and_no_cluster_fail(environ: dict[str, str], tmp
     empty = FakeGitHub(app_id=12345, public_key_pem=_public_pem(), webhook_secret=WEBHOOK_SECRET)
     await empty.start()
     try:
+        empty.webhook_url = "https://ghapp.acme.dev/webhook"
         settings = load_settings({**environ, "GHAPP_GITHUB_API_URL": empty.api_url})
         gone = KubeEmulator()
         await gone.start()
@@ -229,3 +246,143 @@ async def test_a_pool_namespace_is_checked_for_runner_objects(
         assert any(f"may {verb} jobs.batch in namespace ci-other" in line for line in lines), verb
     assert not any("leases" in line and "ci-other" in line for line in lines)  # the Lease stays home
     assert any(f"may update leases.coordination.k8s.io in namespace {NAMESPACE}" in line for line in lines)
+
+
+async def test_installations_the_account_rule_turns_away_fail(
+    environ: dict[str, str], kube: KubeEmulator
+) -> None:
+    settings = load_settings({**environ, "GHAPP_ALLOWED_ACCOUNTS": "globex"})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    failed = {r.what: r.detail for r in results if not r.ok}
+    assert set(failed) == {
+        f"GitHub: installation {ORG_INSTALLATION} (Organization acme)",
+        f"GitHub: installation {USER_INSTALLATION} (User alice)",
+    }
+    assert failed[f"GitHub: installation {ORG_INSTALLATION} (Organization acme)"] == (
+        "every job will be refused: account acme is not in GHAPP_ALLOWED_ACCOUNTS; add acme to "
+        "GHAPP_ALLOWED_ACCOUNTS (comma-separated) or uninstall the App there"
+    )
+    assert any(r.ok and r.what.endswith("(Organization globex)") for r in results)
+
+
+async def test_with_no_allowed_accounts_only_the_app_owner_passes(
+    environ: dict[str, str], github: FakeGitHub, kube: KubeEmulator
+) -> None:
+    github.add_installation(
+        installation_id=9090, account="ghapp-owner", account_type="Organization", repositories=["ci"]
+    )
+    settings = load_settings({**environ, "GHAPP_ALLOWED_ACCOUNTS": ""})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    installations = {r.what: r for r in results if r.what.startswith("GitHub: installation ")}
+    assert installations["GitHub: installation 9090 (Organization ghapp-owner)"].ok
+    refused = [r for r in installations.values() if not r.ok]
+    assert len(refused) == 3
+    assert all("is not the App's owner (ghapp-owner)" in r.detail for r in refused)
+
+
+async def test_an_account_no_pool_covers_fails(
+    environ: dict[str, str], kube: KubeEmulator, tmp_path: Path
+) -> None:
+    pools = tmp_path / "scoped.yaml"
+    pools.write_text(
+        "pools:\n"
+        "  - {name: acme, labels: [self-hosted], organizations: [acme]}\n"
+        "  - {name: tools, labels: [self-hosted], repositories: ['ali*/tools']}\n"
+    )
+    settings = load_settings({**environ, "GHAPP_POOLS_FILE": str(pools)})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    (failure,) = [r for r in results if not r.ok]
+    assert failure.what == "GitHub: installation 6161 (Organization globex)"
+    assert failure.detail == (
+        f"every job will be refused: no pool's organizations / repositories cover account globex "
+        f"(pools file {pools})"
+    )
+
+
+async def test_a_bad_webhook_configuration_fails(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator
+) -> None:
+    github.webhook_url = "https://ghapp.example.com/webhook"  # ghapp setup's placeholder
+    github.hook_content_type = "form"
+    github.webhook_secret = ""
+    github.events = ["installation"]
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    failed = {r.what: r.detail for r in results if not r.ok}
+    assert set(failed) == {
+        "GitHub: webhook URL",
+        "GitHub: webhook content type is json",
+        "GitHub: webhook secret is set",
+        "GitHub: the App subscribes to workflow_job events",
+    }
+    assert failed["GitHub: webhook URL"].startswith(
+        "https://ghapp.example.com/webhook is a placeholder; set it"
+    )
+    assert failed["GitHub: webhook content type is json"].startswith("it is form; ")
+    assert "(401)" in failed["GitHub: webhook secret is set"]
+    assert failed["GitHub: the App subscribes to workflow_job events"].startswith(
+        "it subscribes to installation; tick 'Workflow job'"
+    )
+    assert github.calls_to("GET", "/app/hook/config")[0].status == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "api_url", "label", "detail"),
+    [
+        ("", "https://api.github.com", "FAIL", "not set, so GitHub sends nothing"),
+        ("ftp://ci.acme.dev/webhook", "https://api.github.com", "FAIL", "is not an http(s) URL"),
+        ("https://127.0.0.1:8080/webhook", "https://api.github.com", "FAIL", "loopback address"),
+        ("http://localhost:8080/webhook", "https://api.github.com", "FAIL", "loopback address"),
+        ("http://localhost:8080/webhook", "http://localhost:3000/api/v3", "WARN", "plain http"),
+        ("http://ci.acme.dev/webhook", "https://api.github.com", "WARN", "plain http"),
+        ("https://ci.acme.dev/webhook", "https://api.github.com", "PASS", "https://ci.acme.dev/webhook"),
+    ],
+)
+def test_webhook_url_rules(url: str, api_url: str, label: str, detail: str) -> None:
+    config = HookConfig(url=url, content_type="json", secret_set=True, insecure_ssl=False)
+    (url_result, *_) = check.hook_config_results(config, settings_url="S", api_url=api_url)
+    assert url_result.label == label
+    assert detail in url_result.detail
+
+
+def test_disabled_tls_verification_warns() -> None:
+    config = HookConfig(
+        url="https://ci.acme.dev/hook", content_type="json", secret_set=True, insecure_ssl=True
+    )
+    results = check.hook_config_results(config, settings_url="S", api_url="https://api.github.com")
+    assert [r.label for r in results] == ["PASS", "PASS", "PASS", "WARN"]
+    assert check.report(results).endswith("\nall 4 checks passed, 1 with a warning\n")
+
+
+async def test_failed_deliveries_are_reported(
+    ghapp_with: Callable[..., Awaitable[Ghapp]],
+    environ: dict[str, str],
+    kube: KubeEmulator,
+    clock: ManualClock,
+) -> None:
+    settings = load_settings(environ)
+    wrong = await ghapp_with(GHAPP_WEBHOOK_SECRET="not-the-apps-secret")
+    await wrong.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=["self-hosted"])
+    assert [d.status_code for d in wrong.github.deliveries] == [401]
+    results = await check.run_checks(settings, kube_configuration=kube.configuration(), clock=clock)
+    (deliveries,) = [r for r in results if r.what == "GitHub: webhook deliveries in the last 24 h"]
+    assert deliveries.label == "FAIL"
+    assert deliveries.detail.startswith("1 of 1 failed; newest failure: workflow_job.queued at ")
+    assert "Invalid HTTP Response: 401 (HTTP 401)" in deliveries.detail
+    assert "GHAPP_WEBHOOK_SECRET differs" in deliveries.detail
+
+    right = await ghapp_with()  # the secret fixed: the newest delivery succeeds
+    await right.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=["self-hosted"])
+    await right.settle()
+    results = await check.run_checks(settings, kube_configuration=kube.configuration(), clock=clock)
+    (deliveries,) = [r for r in results if r.what == "GitHub: webhook deliveries in the last 24 h"]
+    assert deliveries.label == "WARN"
+    assert deliveries.detail.startswith("1 of 2 failed; ")
+    assert deliveries.detail.endswith("succeeded")
+
+    clock.advance(25 * 3600)  # a day later the failure is history
+    results = await check.run_checks(settings, kube_configuration=kube.configuration(), clock=clock)
+    (deliveries,) = [r for r in results if r.what == "GitHub: webhook deliveries in the last 24 h"]
+    assert (deliveries.label, deliveries.detail) == (
+        "PASS",
+        "none (no workflow job queued, or webhooks are not reaching GitHub's log)",
+    )

@@ -336,6 +336,11 @@ class FakeGitHub:
         self.api_url = ""
         self._urls = Urls(api="", html="https://github.com")
         self.webhook_url: str | None = None
+        """The App's webhook URL (``GET /app/hook/config``); deliveries go there."""
+        self.hook_content_type = "json"
+        self.hook_insecure_ssl = "0"
+        self.events = ["workflow_job"]
+        """The webhook events the App subscribes to (``GET /app`` → ``events``)."""
         self.hook_id = 400000000 + app_id
         self.calls: list[Call] = []
         self.deliveries: list[Delivery] = []
@@ -748,7 +753,7 @@ class FakeGitHub:
             "target_id": acct.id,
             "target_type": acct.type,
             "permissions": dict(inst.permissions),
-            "events": ["workflow_job"],
+            "events": list(self.events),
             "created_at": iso(inst.created_at),
             "updated_at": iso(inst.created_at),
             "single_file_name": None,
@@ -773,7 +778,7 @@ class FakeGitHub:
             "created_at": "2024-01-01T00:00:00Z",
             "updated_at": "2024-01-01T00:00:00Z",
             "permissions": dict(DEFAULT_PERMISSIONS),
-            "events": ["workflow_job"],
+            "events": list(self.events),
             "installations_count": len(self._installations),
         }
 
@@ -806,7 +811,7 @@ class FakeGitHub:
 
     def _sign_headers(self, event: str, guid: str, body: bytes) -> dict[str, str]:
         secret = self.webhook_secret.encode()
-        return {
+        headers = {
             "Accept": "*/*",
             "Content-Type": "application/json",
             "User-Agent": "GitHub-Hookshot/fake",
@@ -818,6 +823,9 @@ class FakeGitHub:
             "X-Hub-Signature": "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest(),
             "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest(),
         }
+        if not secret:  # GitHub signs only when the App has a webhook secret
+            del headers["X-Hub-Signature"], headers["X-Hub-Signature-256"]
+        return headers
 
     async def deliver(
         self,
@@ -1147,6 +1155,7 @@ class FakeGitHub:
             ("GET", r"/app/installations", "jwt", self._h_list_installations),
             ("GET", r"/app/installations/(?P<iid>\d+)", "jwt", self._h_get_installation),
             ("POST", r"/app/installations/(?P<iid>\d+)/access_tokens", "jwt", self._h_access_token),
+            ("GET", r"/app/hook/config", "jwt", self._h_hook_config),
             ("GET", r"/app/hook/deliveries", "jwt", self._h_list_deliveries),
             ("GET", r"/app/hook/deliveries/(?P<did>\d+)", "jwt", self._h_get_delivery),
             ("POST", r"/app/hook/deliveries/(?P<did>\d+)/attempts", "jwt", self._h_redeliver),
@@ -1299,6 +1308,17 @@ class FakeGitHub:
                 "repository_selection": "selected",
             },
         )
+
+    async def _h_hook_config(self, ctx: _Ctx) -> _Result:
+        """``webhook-config``: the secret is masked, and left out when the App has none."""
+        config: JSON = {
+            "content_type": self.hook_content_type,
+            "insecure_ssl": self.hook_insecure_ssl,
+            "url": self.webhook_url or "",
+        }
+        if self.webhook_secret:
+            config["secret"] = "********"
+        return _Result(200, config)
 
     async def _h_list_deliveries(self, ctx: _Ctx) -> _Result:
         try:
