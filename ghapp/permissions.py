@@ -29,6 +29,7 @@ GITHUB_ENDPOINTS: Final[dict[str, str | None]] = {
     "POST /app/installations/{id}/access_tokens": None,
     "GET /app": None,
     "GET /app/installations": None,
+    "GET /app/hook/config": None,  # `ghapp check`
     "GET /app/hook/deliveries": None,
     "POST /app/hook/deliveries/{id}/attempts": None,
     "POST /orgs/{org}/actions/runners/registration-token": "organization_self_hosted_runners",
