@@ -302,14 +302,25 @@ class Reconciler:
                 and (seen is None or (seen.get("status") == "offline" and not seen.get("busy")))
                 and now - job.created_at > self._settings.registration_timeout_seconds
             )
-            if job.failed or never_started:
-                await self._remove(job, registered.get(job.name), scope, installation_id)
-                report.orphan_job_deleted += 1
-                del jobs[job.name]
-                log.info(
-                    "deleted a runner Job that failed or never registered",
-                    extra={"job": job.name, "failed": job.failed},
+            if not (job.failed or never_started):
+                continue
+            runner_id = int(seen["id"]) if seen is not None and not seen.get("busy") else None
+            if not job.failed:
+                # a listing paged by offset over a changing list can miss a runner: ask for it by name
+                found = await self._github.find_runner(
+                    installation_id=installation_id, scope=scope, name=job.name
                 )
+                if found is not None and (found.busy or found.status != "offline"):
+                    log.info("a runner the listing missed is alive; its Job stays", extra={"job": job.name})
+                    continue
+                runner_id = found.id if found is not None else None
+            await self._remove(job, runner_id, scope, installation_id)
+            report.orphan_job_deleted += 1
+            del jobs[job.name]
+            log.info(
+                "deleted a runner Job that failed or never registered",
+                extra={"job": job.name, "failed": job.failed},
+            )
 
         # idle runners beyond the queued jobs they could take
         if scope.key in scan.incomplete:
@@ -338,11 +349,12 @@ class Reconciler:
                 log.info("removed a surplus idle runner", extra={"job": job.name, "pool": pool})
 
     async def _remove(
-        self, job: RunnerJob, runner: dict[str, Any] | None, scope: RunnerScope, installation_id: int
+        self, job: RunnerJob, runner_id: int | None, scope: RunnerScope, installation_id: int
     ) -> None:
-        if runner is not None and not runner.get("busy"):
+        """Deregister a Job's idle runner (GitHub refuses a busy one), then delete the Job."""
+        if runner_id is not None:
             await self._github.remove_runner(
-                installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
+                installation_id=installation_id, scope=scope, runner_id=runner_id
             )
         await self._delete_job(job)
 

@@ -17,6 +17,7 @@ from ghapp.manifests import RUNNER_SELECTOR
 from ghapp.metrics import Metrics
 
 from .conftest import NAMESPACE, ORG_INSTALLATION, Ghapp
+from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 from .realcluster import Cluster
 
@@ -128,3 +129,31 @@ async def test_real_api_server_a_fresh_secret_survives_a_lagging_pass_an_old_orp
         assert (report.orphan_secret_deleted, report.errors) == (1, [])
         secrets = await cluster.objects("secret", cluster_namespace, selector=RUNNER_SELECTOR)
         assert names(secrets) == {name}  # the Job's Secret (confirmed by a GET) stays, the orphan went
+
+
+# -- item 8: a busy runner's Job is never deleted because one listing missed the runner ---------------
+
+
+async def test_a_busy_runner_a_listing_skipped_keeps_its_job(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
+) -> None:
+    ghapp = await ghapp_with(GHAPP_REGISTRATION_TIMEOUT_SECONDS="600")
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    name = f"ghapp-{job_id}"
+    github.register_runner(scope="org:acme", name=name, labels=LINUX)
+    github.start_job(job_id, runner_name=name)  # busy, mid-job
+    clock.advance(601)  # the Job is older than the registration timeout
+    github.skip_in_listings(name)  # it slips between two pages of the next listing
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert (report.orphan_job_deleted, report.errors) == (0, [])
+    assert names(ghapp.runner_jobs()) == {name}
+    (lookup,) = github.calls_to("GET", r"/orgs/acme/actions/runners")[-1:]
+    assert lookup.query.get("name") == name  # absence was checked by name
+
+    # a runner that is really gone still has its Job removed
+    github.complete_job(job_id)  # the ephemeral runner deregisters; say its pod then hung
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert (report.orphan_job_deleted, report.errors) == (1, [])
+    assert ghapp.runner_jobs() == []

@@ -363,6 +363,7 @@ class FakeGitHub:
         self._runs: dict[int, Run] = {}
         self._jobs: dict[int, Job] = {}
         self._fail_rules: list[_FailRule] = []
+        self._skipped_in_listings: dict[str, int] = {}
         self._manifest_codes: dict[str, tuple[JSON, float]] = {}
         self._next = {"account": 1000, "repo": 50000, "runner": 10, "run": 7000000, "job": 90000000}
         self._next_delivery = 1_000_000
@@ -931,6 +932,14 @@ class FakeGitHub:
         bucket.remaining = remaining
         bucket.reset = self.clock() + reset_in
 
+    def skip_in_listings(self, name: str, *, count: int = 1) -> None:
+        """Leave runner ``name`` out of the next ``count`` runner list pages (not out of a lookup by name).
+
+        GitHub pages runner lists by offset over a list that changes while it is read (ephemeral runners
+        come and go), so a runner can slip across a page boundary and appear on no page of one listing.
+        """
+        self._skipped_in_listings[name] = count
+
     def revoke_token(self, token: str) -> None:
         """Revoke an installation token: later use answers 401 Bad credentials."""
         self._tokens[token].revoked = True
@@ -1462,9 +1471,19 @@ class FakeGitHub:
         runners = self._runners.get(scope, [])
         if "name" in ctx.query:
             runners = [r for r in runners if r.name == ctx.query["name"]]
+        total = len(runners)
+        if "name" not in ctx.query and self._skipped_in_listings:
+            runners = [r for r in runners if not self._skips(r.name)]
         items = [self._runner_obj(r) for r in runners]
         chunk, headers = self._paged(ctx, items)
-        return _Result(200, {"total_count": len(items), "runners": chunk}, headers)
+        return _Result(200, {"total_count": total, "runners": chunk}, headers)
+
+    def _skips(self, name: str) -> bool:
+        left = self._skipped_in_listings.get(name, 0)
+        if left <= 0:
+            return False
+        self._skipped_in_listings[name] = left - 1
+        return True
 
     def _runner_in(self, scope: str, ctx: _Ctx) -> Runner:
         rid = int(ctx.params["rid"])
