@@ -15,6 +15,7 @@ from kubernetes_asyncio import client as k8s
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ghapp import events, logs
+from ghapp.activity import Activity
 from ghapp.admission import Admission
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
@@ -27,7 +28,7 @@ from ghapp.launcher import Launcher
 from ghapp.leader import LeaderElector
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
-from ghapp.reconciler import Activity, Reconciler
+from ghapp.reconciler import Reconciler
 from ghapp.sensitive import Secret
 from ghapp.tasks import TaskSet
 from ghapp.webhook import webhook_handler

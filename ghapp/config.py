@@ -238,7 +238,8 @@ class Settings(BaseModel):
     redelivery_lookback_seconds: Annotated[float, Field(ge=60, le=3 * 86400)] = 6 * 3600.0
     """GHAPP_REDELIVERY_LOOKBACK_SECONDS: how far back a first pass looks for failed deliveries."""
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
-    """GHAPP_RECONCILE_RATE_SHARE: most of an installation's remaining rate limit one pass may spend."""
+    """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
+    share of each window's limit, and of what remains when a pass starts)."""
     activity_ttl_seconds: Annotated[float, Field(ge=60)] = 24 * 3600.0
     """GHAPP_ACTIVITY_TTL_SECONDS: how long a repository counts as active after its last webhook."""
     idle_grace_seconds: Annotated[float, Field(ge=0)] = 300.0

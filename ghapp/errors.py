@@ -27,6 +27,23 @@ class GitHubError(GhappError):
         self.endpoint = endpoint
 
 
+class InstallationGone(GitHubError):
+    """GitHub will not mint a token for an installation: it was deleted (404) or suspended (403)."""
+
+    def __init__(self, *, installation_id: int, reason: str, status: int) -> None:
+        super().__init__(
+            f"installation {installation_id} is {reason}",
+            status=status,
+            endpoint="POST /app/installations/{id}/access_tokens",
+        )
+        self.installation_id = installation_id
+        self.reason = reason
+
+
+class BudgetSpent(GhappError):
+    """A listing stopped before its end: the rate-limit budget of this pass is spent."""
+
+
 class KubernetesError(GhappError):
     """A Kubernetes API call failed after the retries it was allowed."""
 

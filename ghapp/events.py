@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from gidgethub import routing, sansio
 
 from ghapp import logs, planner
+from ghapp.activity import Activity
 from ghapp.admission import Admission
 from ghapp.errors import InvalidPayload
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
-from ghapp.reconciler import Activity
 
 log = logging.getLogger(__name__)
 

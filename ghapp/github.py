@@ -20,9 +20,10 @@ from gidgethub import aiohttp as gh_aiohttp
 
 from ghapp import __version__
 from ghapp.auth import AppAuth, InstallationTokens
+from ghapp.budget import DEFAULT_LIMIT, Budget, RateWindow
 from ghapp.cache import Expiring, ExpiringCache
 from ghapp.clock import Clock, parse_timestamp
-from ghapp.errors import GitHubError, RunnerGroupNotFound
+from ghapp.errors import BudgetSpent, GitHubError, InstallationGone, RunnerGroupNotFound
 from ghapp.metrics import Metrics
 from ghapp.planner import RunnerScope
 from ghapp.retry import Backoff
@@ -94,26 +95,21 @@ Auth = Literal["app"] | int
 """Who a call is made as: the App (JWT) or an installation (its id)."""
 
 
-@dataclass(slots=True)
-class _Window:
-    remaining: int
-    reset_at: float
-
-
 class RateLimits:
     """The primary rate-limit window last seen per installation (and the App): wait, don't fail."""
 
     def __init__(self, *, metrics: Metrics) -> None:
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, RateWindow] = {}
         self._metrics = metrics
 
     def observe(self, bucket: str, headers: Mapping[str, str]) -> None:
         try:
             remaining = int(headers["x-ratelimit-remaining"])
             reset_at = float(headers["x-ratelimit-reset"])
+            limit = int(headers.get("x-ratelimit-limit") or DEFAULT_LIMIT)
         except (KeyError, ValueError):
             return
-        self._windows[bucket] = _Window(remaining, reset_at)
+        self._windows[bucket] = RateWindow(limit=limit, remaining=remaining, reset_at=reset_at)
         self._metrics.github_rate_limit_remaining.labels(bucket).set(remaining)
 
     def wait_needed(self, bucket: str, now: float) -> float:
@@ -126,6 +122,10 @@ class RateLimits:
     def remaining(self, bucket: str) -> int | None:
         window = self._windows.get(bucket)
         return None if window is None else window.remaining
+
+    def window(self, bucket: str) -> RateWindow | None:
+        """The window GitHub last described for `bucket`, if any."""
+        return self._windows.get(bucket)
 
 
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
@@ -278,9 +278,20 @@ class GitHubClient:
         return Expiring(full_name, self._clock.now() + WORKFLOW_RUN_LIFETIME)
 
     async def _mint_installation_token(self, installation_id: int) -> Expiring[Secret]:
-        data = await self.request(
-            "POST", f"/app/installations/{installation_id}/access_tokens", auth="app", data={}
-        )
+        try:
+            data = await self.request(
+                "POST", f"/app/installations/{installation_id}/access_tokens", auth="app", data={}
+            )
+        except GitHubError as exc:
+            if exc.status == 404:
+                raise InstallationGone(
+                    installation_id=installation_id, reason="deleted", status=404
+                ) from None
+            if exc.status == 403 and "suspended" in str(exc).lower():
+                raise InstallationGone(
+                    installation_id=installation_id, reason="suspended", status=403
+                ) from None
+            raise
         log.info("minted an installation token", extra={"installation_id": installation_id})
         return Expiring(Secret(_field(data, "token", str)), parse_timestamp(_field(data, "expires_at", str)))
 
@@ -303,23 +314,59 @@ class GitHubClient:
         """Ask GitHub to send a delivery again (same GUID)."""
         await self.request("POST", f"/app/hook/deliveries/{delivery_id}/attempts", auth="app", data={})
 
-    async def queued_runs(self, *, installation_id: int, repository: str) -> list[dict[str, Any]]:
-        """Workflow runs of `repository` whose status is queued (first 100)."""
-        return await self._items(
+    async def workflow_runs(
+        self, *, installation_id: int, repository: str, status: str, budget: Budget | None = None
+    ) -> list[dict[str, Any]]:
+        """Every workflow run of `repository` whose status is `status` (all pages; `BudgetSpent` if the
+        budget runs out first)."""
+        return await self._all_items(
             f"/repos/{repository}/actions/runs",
             "workflow_runs",
             auth=installation_id,
-            params={"status": "queued", "per_page": 100},
+            params={"status": status, "per_page": 100},
+            budget=budget,
         )
 
-    async def run_jobs(self, *, installation_id: int, repository: str, run_id: int) -> list[dict[str, Any]]:
-        """The jobs of a workflow run's latest attempt (first 100)."""
-        return await self._items(
+    async def run_jobs(
+        self, *, installation_id: int, repository: str, run_id: int, budget: Budget | None = None
+    ) -> list[dict[str, Any]]:
+        """The jobs of a workflow run's latest attempt (all pages; `BudgetSpent` if the budget runs out)."""
+        return await self._all_items(
             f"/repos/{repository}/actions/runs/{run_id}/jobs",
             "jobs",
             auth=installation_id,
             params={"filter": "latest", "per_page": 100},
+            budget=budget,
         )
+
+    async def _all_items(
+        self,
+        path: str,
+        key: str,
+        *,
+        auth: Auth,
+        params: Mapping[str, str | int],
+        budget: Budget | None,
+        max_pages: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The `key` lists of every page of a listing, following ``Link: rel="next"`` as GitHub says to.
+
+        Each page takes one request from `budget`; when it has none left, `BudgetSpent` is raised.
+        """
+        found: list[dict[str, Any]] = []
+        url: str | None = path
+        query: Mapping[str, str | int] | None = params
+        endpoint = endpoint_template(path)
+        for _ in range(max_pages):
+            if url is None:
+                break
+            if budget is not None and not budget.take():
+                raise BudgetSpent(f"the rate-limit budget ran out listing {endpoint}")
+            data, url = await self.request_page("GET", url, auth=auth, params=query, endpoint=endpoint)
+            query = None  # the next page's URL carries the whole query
+            items = data.get(key) if isinstance(data, dict) else None
+            found.extend(item for item in items or [] if isinstance(item, dict))
+        return found
 
     async def runners(self, *, installation_id: int, scope: RunnerScope) -> list[dict[str, Any]]:
         """Every self-hosted runner registered in `scope` (all pages)."""
@@ -377,12 +424,16 @@ class GitHubClient:
         auth: Auth,
         data: Any = b"",
         params: Mapping[str, str | int] | None = None,
+        endpoint: str | None = None,
     ) -> tuple[Any, str | None]:
-        """Like `request`, also returning the ``Link: rel="next"`` URL (or None)."""
+        """Like `request`, also returning the ``Link: rel="next"`` URL (or None).
+
+        `path` may be a next page's full URL; `endpoint` then names the listing for metrics.
+        """
         url = path
         if params:
             url += "?" + "&".join(f"{key}={value}" for key, value in params.items())
-        endpoint = endpoint_template(path)
+        endpoint = endpoint or endpoint_template(path)
         bucket = "app" if auth == "app" else str(auth)
         reminted = False
         attempt = 0

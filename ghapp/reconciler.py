@@ -10,18 +10,20 @@ Every step is idempotent and safe to repeat, on this replica or another.
 
 from __future__ import annotations
 
+import bisect
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ghapp import planner
+from ghapp.activity import Activity
 from ghapp.admission import Admission
+from ghapp.budget import Budget, ScanBudgets
 from ghapp.clock import Clock, parse_timestamp
 from ghapp.config import Settings
-from ghapp.errors import GhappError, InvalidPayload
+from ghapp.errors import BudgetSpent, GhappError, InvalidPayload
 from ghapp.github import GitHubClient
 from ghapp.inventory import Inventory, RunnerJob
 from ghapp.kube import KubeClient
@@ -33,6 +35,8 @@ from ghapp.planner import RunnerScope
 log = logging.getLogger(__name__)
 
 RECOVERED_EVENTS = frozenset({"workflow_job"})
+SCANNED_RUNS = ("queued", "in_progress")
+"""Runs whose jobs may wait: a run is in progress as soon as one of its jobs starts, while others queue."""
 MAX_REDELIVERIES = 5
 """Redeliveries of one GUID before ghapp leaves it to the queued-job scan."""
 SECRET_GRACE = 120.0
@@ -50,25 +54,23 @@ class PassReport:
     orphan_runner_removed: int = 0
     orphan_secret_deleted: int = 0
     queued_seen: int = 0
+    repositories_deferred: int = 0
+    """Repositories left for the next pass because this pass's rate-limit budget was spent."""
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class Activity:
-    """Repositories that had workflow jobs lately (from webhooks); the reconciler scans these."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[int, str], float] = {}
-
-    def touch(self, *, installation_id: int, repository: str, now: float) -> None:
-        self._seen[(installation_id, repository)] = now
-
-    def recent(self, *, now: float, ttl: float) -> set[tuple[int, str]]:
-        for key in [k for k, at in self._seen.items() if now - at > ttl]:
-            del self._seen[key]
-        return set(self._seen)
+FIXES = (
+    "redelivered",
+    "launched",
+    "surplus_removed",
+    "orphan_job_deleted",
+    "orphan_runner_removed",
+    "orphan_secret_deleted",
+)
+"""The report's counts that are repairs (``ghapp_reconcile_fixes_total``)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +110,8 @@ class Reconciler:
         self._metrics = metrics
         self._deliveries_since: float | None = None
         self._redeliveries: Counter[str] = Counter()
+        self._budgets = ScanBudgets(share=settings.reconcile_rate_share)
+        self._scan_from: dict[int, str] = {}  # installation → the repository its next scan starts with
 
     async def run_forever(self) -> None:
         """A pass every `reconcile_interval_seconds` until cancelled; one broken pass does not end it."""
@@ -133,7 +137,7 @@ class Reconciler:
         outcome = "failed" if report.errors else "ok"
         self._metrics.reconcile_passes.labels(outcome).inc()
         for action, count in report.as_dict().items():
-            if action not in ("errors", "queued_seen") and count:
+            if action in FIXES and count:
                 self._metrics.reconcile_fixes.labels(action).inc(count)
         log.info("reconcile pass done", extra={k: v for k, v in report.as_dict().items() if v})
         return report
@@ -195,24 +199,14 @@ class Reconciler:
 
     async def _scan_queued(self, report: PassReport) -> _Scan:
         scan = _Scan()
+        now = self._clock.now()
         for installation_id, repositories in self._targets().items():
-            remaining = self._github.rate_limits.remaining(str(installation_id))
-            budget = math.floor(
-                self._settings.reconcile_rate_share * (5000 if remaining is None else remaining)
-            )
-            for repository in sorted(repositories):
-                if budget <= 0:
-                    log.warning(
-                        "rate-limit budget of this pass spent; later repositories wait for the next pass",
-                        extra={"installation_id": installation_id},
-                    )
-                    break
-                try:
-                    budget -= await self._scan_repository(installation_id, repository, scan, report)
-                except GhappError as exc:
-                    report.errors.append(f"scan {repository}: {exc}")
-                    log.warning("scanning %s for queued jobs failed: %s", repository, exc)
-                    budget -= 1
+            bucket = str(installation_id)
+            budget = self._budgets.for_pass(installation_id, self._github.rate_limits.window(bucket), now=now)
+            try:
+                await self._scan_installation(installation_id, sorted(repositories), scan, report, budget)
+            finally:
+                self._budgets.record(installation_id, self._github.rate_limits.window(bucket), budget)
             for repository in repositories:
                 owner = repository.split("/", 1)[0]
                 # a repository not scanned in full leaves its scopes' queued counts unknown
@@ -220,21 +214,45 @@ class Reconciler:
                     scan.incomplete.update({f"org:{owner}", f"repo:{repository}"})
         return scan
 
+    async def _scan_installation(
+        self, installation_id: int, repositories: list[str], scan: _Scan, report: PassReport, budget: Budget
+    ) -> None:
+        """Scan `repositories` in turn, starting where the last pass ran out of budget."""
+        start = bisect.bisect_left(repositories, self._scan_from.pop(installation_id, ""))
+        order = repositories[start:] + repositories[:start]
+        for index, repository in enumerate(order):
+            try:
+                await self._scan_repository(installation_id, repository, scan, report, budget)
+            except BudgetSpent:
+                self._scan_from[installation_id] = repository
+                report.repositories_deferred += len(order) - index
+                log.warning(
+                    "rate-limit budget of this pass spent; %d repositories wait for the next pass",
+                    len(order) - index,
+                    extra={"installation_id": installation_id, "spent": budget.spent},
+                )
+                return
+            except GhappError as exc:
+                report.errors.append(f"scan {repository}: {exc}")
+                log.warning("scanning %s for queued jobs failed: %s", repository, exc)
+
     async def _scan_repository(
-        self, installation_id: int, repository: str, scan: _Scan, report: PassReport
-    ) -> int:
-        runs = await self._github.queued_runs(installation_id=installation_id, repository=repository)
-        calls = 1
-        for run in runs:
+        self, installation_id: int, repository: str, scan: _Scan, report: PassReport, budget: Budget
+    ) -> None:
+        runs: dict[int, dict[str, Any]] = {}
+        for status in SCANNED_RUNS:
+            for run in await self._github.workflow_runs(
+                installation_id=installation_id, repository=repository, status=status, budget=budget
+            ):
+                runs.setdefault(int(run["id"]), run)
+        for run_id, run in runs.items():
             jobs = await self._github.run_jobs(
-                installation_id=installation_id, repository=repository, run_id=int(run["id"])
+                installation_id=installation_id, repository=repository, run_id=run_id, budget=budget
             )
-            calls += 1
             for job in jobs:
                 if job.get("status") == "queued":
                     await self._queued_job(installation_id, run, job, scan, report)
         scan.complete.add(repository)
-        return calls
 
     async def _queued_job(
         self, installation_id: int, run: dict[str, Any], job: dict[str, Any], scan: _Scan, report: PassReport

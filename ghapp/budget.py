@@ -1,0 +1,71 @@
+"""What the reconciler's scan may spend of each installation's GitHub rate limit (pure; no I/O).
+
+GitHub gives an installation a number of requests per window (an hour). The scan for queued jobs may spend at
+most `share` of a window's limit over the whole window — so a pass every minute cannot eat the hour — and at
+most `share` of what is left when a pass starts, so webhooks' launches always keep the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_LIMIT: Final = 5000
+"""An installation's requests per window until GitHub's headers say otherwise (GitHub's minimum)."""
+DEFAULT_WINDOW: Final = 3600.0
+"""Seconds of a rate-limit window until GitHub's headers say otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """A primary rate-limit window as GitHub's ``x-ratelimit-*`` headers last described it."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+class Budget:
+    """Requests one scan may still make for one installation; each page of a listing takes one."""
+
+    def __init__(self, requests: int) -> None:
+        self.left = max(0, requests)
+        self.spent = 0
+
+    def take(self) -> bool:
+        """Take one request; False (and nothing taken) when none is left."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self.spent += 1
+        return True
+
+
+class ScanBudgets:
+    """The scan's spending per installation and rate-limit window, and the budget of each pass."""
+
+    def __init__(self, *, share: float) -> None:
+        self._share = share
+        self._spent: dict[int, tuple[float, int]] = {}  # installation → (its window's reset, spent in it)
+
+    def for_pass(self, installation_id: int, window: RateWindow | None, *, now: float) -> Budget:
+        """What a pass may spend now: the window's allowance not yet spent, and `share` of what remains."""
+        if window is None or window.reset_at <= now:
+            window = RateWindow(limit=DEFAULT_LIMIT, remaining=DEFAULT_LIMIT, reset_at=now + DEFAULT_WINDOW)
+        allowance = math.floor(self._share * window.limit) - self.spent(installation_id, window)
+        return Budget(min(allowance, math.floor(self._share * window.remaining)))
+
+    def spent(self, installation_id: int, window: RateWindow) -> int:
+        """Requests the scan spent for `installation_id` in `window` (0 in a window it has not spent in)."""
+        reset_at, spent = self._spent.get(installation_id, (math.nan, 0))
+        return spent if reset_at == window.reset_at else 0
+
+    def record(self, installation_id: int, window: RateWindow | None, budget: Budget) -> None:
+        """Add what a pass spent to the window GitHub reported after it (the one it was spent in)."""
+        if window is None or not budget.spent:
+            return
+        self._spent[installation_id] = (window.reset_at, self.spent(installation_id, window) + budget.spent)
+
+    def forget(self, installation_id: int) -> None:
+        self._spent.pop(installation_id, None)

@@ -1,0 +1,113 @@
+"""The reconciler's view of GitHub: which runs and jobs it scans, how it pages, what a pass may spend."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ghapp.clock import ManualClock
+
+from .conftest import ORG_INSTALLATION, Ghapp, write_pools
+from .fakes.github import FakeGitHub
+
+LINUX = ["self-hosted", "linux", "x64"]
+
+
+def names(objects: list[dict[str, object]]) -> set[str]:
+    return {obj["metadata"]["name"] for obj in objects}  # type: ignore[index]
+
+
+async def test_a_queued_job_inside_an_in_progress_run_gets_a_runner(ghapp: Ghapp, github: FakeGitHub) -> None:
+    # a run of two jobs: the first was announced and has started, the second's webhook was lost for good
+    first = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    run_id = github.job(first)["run_id"]
+    second = github.queue_job(
+        installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX, run_id=run_id, name="test"
+    )["id"]
+    github.register_runner(scope="org:acme", name=f"ghapp-{first}", labels=LINUX)
+    github.start_job(first, runner_name=f"ghapp-{first}")
+    assert github.run(run_id)["status"] == "in_progress"
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    await ghapp.settle()
+    assert report.errors == []
+    assert report.launched == 1
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{first}", f"ghapp-{second}"}
+
+
+async def test_more_than_a_hundred_runs_and_jobs_are_all_found(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, tmp_path: Path
+) -> None:
+    pools = write_pools(tmp_path / "big.yaml", max_runners=1000)
+    ghapp = await ghapp_with(GHAPP_POOLS_FILE=str(pools))
+    announced = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    # 130 queued runs of one job each, and one started run with 120 more jobs: no webhooks for any of them
+    lost = [
+        github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)["id"]
+        for _ in range(130)
+    ]
+    big_run = github.job(lost[0])["run_id"]
+    lost += [
+        github.queue_job(
+            installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX, run_id=big_run
+        )["id"]
+        for _ in range(120)
+    ]
+    github.register_runner(scope="org:acme", name="ghapp-elsewhere", labels=LINUX)
+    github.start_job(lost[0], runner_name="ghapp-elsewhere")  # big_run is in progress now
+    waiting = set(lost[1:])
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    await ghapp.settle()
+    assert report.errors == []
+    assert report.launched == len(waiting)
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{i}" for i in [announced, *waiting]}
+    # it paged through runs and jobs with GitHub's Link header, 100 at a time
+    run_pages = github.calls_to("GET", r"/repos/acme/webapp/actions/runs")
+    assert {(c.query.get("status"), c.query.get("page")) for c in run_pages} == {
+        ("queued", None),
+        ("queued", "2"),
+        ("in_progress", None),
+    }
+    job_pages = github.calls_to("GET", rf"/repos/acme/webapp/actions/runs/{big_run}/jobs")
+    assert [c.query.get("page") for c in job_pages] == [None, "2"]
+    assert all(c.query["per_page"] == "100" for c in run_pages + job_pages)
+
+
+async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stopped(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
+) -> None:
+    # 0.2 % of a 5,000-request window: the scan may spend 10 requests an hour on this installation
+    ghapp = await ghapp_with(GHAPP_RECONCILE_RATE_SHARE="0.002", GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400")
+    repositories = [f"acme/r{i}" for i in range(4)]
+    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
+    lost = {}
+    for repository in repositories:
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+        lost[repository] = github.queue_job(
+            installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX
+        )["id"]
+    await ghapp.settle()
+
+    def scan_calls() -> int:
+        return len(github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?"))
+
+    reconcile = ghapp.services.reconciler.reconcile_once
+    first = await reconcile()  # 9 requests (share of what remains): r0 and r1 in full (4 each), then r2 stops
+    await ghapp.settle()
+    assert (scan_calls(), first.repositories_deferred, first.errors) == (9, 2, [])
+    assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories[:2]}
+    assert f"ghapp-{lost['acme/r2']}" not in names(ghapp.runner_jobs())
+
+    second = await reconcile()  # the window's allowance has one request left: r2 again, then nothing
+    assert (scan_calls(), second.repositories_deferred) == (10, 4)
+    third = await reconcile()  # and then none until GitHub's window resets
+    assert (scan_calls(), third.repositories_deferred, third.launched) == (10, 4, 0)
+
+    clock.advance(3601)  # a new window: the scan goes on with r2 and r3, not from the start
+    fourth = await reconcile()
+    await ghapp.settle()
+    assert (scan_calls(), fourth.repositories_deferred, fourth.launched, fourth.errors) == (20, 2, 2, [])
+    assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories}
