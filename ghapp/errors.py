@@ -31,10 +31,11 @@ class InstallationGone(GitHubError):
     """GitHub will not mint a token for an installation: it was deleted (404) or suspended (403)."""
 
     def __init__(self, *, installation_id: int, reason: str, status: int) -> None:
+        endpoint = "POST /app/installations/{id}/access_tokens"
         super().__init__(
-            f"installation {installation_id} is {reason}",
+            f"GitHub answered {status} to {endpoint}: installation {installation_id} is {reason}",
             status=status,
-            endpoint="POST /app/installations/{id}/access_tokens",
+            endpoint=endpoint,
         )
         self.installation_id = installation_id
         self.reason = reason
