@@ -33,14 +33,28 @@ TOKEN_KEY: Final = "token"
 JITCONFIG_KEY: Final = "jitconfig"
 RUNNER_HOME: Final = "/home/runner"
 RUNNER_UID: Final = 1001
+TOKEN_ENV: Final = "ACTIONS_RUNNER_INPUT_TOKEN"
+JITCONFIG_ENV: Final = "ACTIONS_RUNNER_INPUT_JITCONFIG"
+DEPRECATED_EXIT_CODE_ENV: Final = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE"
+"""Set to 1: a runner whose version GitHub refuses as deprecated exits 7 (not 0), so its Job says so."""
 RUNNER_SCRIPT: Final = (
     "set -eu\n"
     f"{RUNNER_HOME}/config.sh --unattended --ephemeral --disableupdate --no-default-labels\n"
+    f"unset {TOKEN_ENV}\n"
     f"exec {RUNNER_HOME}/run.sh\n"
 )
-"""The runner's command. Options come from ACTIONS_RUNNER_INPUT_* variables; the token from the Secret."""
+"""The runner's command. Options come from ACTIONS_RUNNER_INPUT_* variables; the token from the Secret.
+
+Only ``config.sh`` needs the registration token: it is dropped before ``exec run.sh``, so the process that
+then lives as PID 1 for the whole job (and everything it starts) never carries it — a job step could read
+it from ``/proc/1/environ`` otherwise (same uid), and the token registers runners for the whole org/repo.
+"""
 JIT_COMMAND: Final = (f"{RUNNER_HOME}/run.sh",)
-"""A JIT runner's command: ``run.sh`` reads its config from ACTIONS_RUNNER_INPUT_JITCONFIG (the Secret)."""
+"""A JIT runner's command: ``run.sh`` reads its config from ACTIONS_RUNNER_INPUT_JITCONFIG (the Secret).
+
+The config stays in ``run.sh``'s environment: the runner needs it there (or in its argv, which is worse) and
+writes the same credentials to files in its home anyway; they belong to this one single-use runner only.
+"""
 
 
 def runner_labels(plan: RunnerPlan) -> dict[str, str]:
@@ -72,10 +86,12 @@ def credential_key(pool: Pool) -> str:
 
 def _runner_env(plan: RunnerPlan) -> list[dict[str, Any]]:
     from_secret = {"secretKeyRef": {"name": plan.name, "key": credential_key(plan.pool)}}
+    deprecated_exit_code = {"name": DEPRECATED_EXIT_CODE_ENV, "value": "1"}
     if plan.pool.mode == "jit":
         # name, labels, group, URL and work folder are inside the JIT config
-        return [{"name": "ACTIONS_RUNNER_INPUT_JITCONFIG", "valueFrom": from_secret}]
+        return [deprecated_exit_code, {"name": JITCONFIG_ENV, "valueFrom": from_secret}]
     env: list[dict[str, Any]] = [
+        deprecated_exit_code,
         {"name": "ACTIONS_RUNNER_INPUT_URL", "value": plan.runner_url},
         {"name": "ACTIONS_RUNNER_INPUT_NAME", "value": plan.name},
         {"name": "ACTIONS_RUNNER_INPUT_LABELS", "value": ",".join(plan.pool.labels)},
@@ -83,7 +99,7 @@ def _runner_env(plan: RunnerPlan) -> list[dict[str, Any]]:
     ]
     if plan.scope.kind == "org" and plan.pool.runner_group:
         env.append({"name": "ACTIONS_RUNNER_INPUT_RUNNERGROUP", "value": plan.pool.runner_group})
-    env.append({"name": "ACTIONS_RUNNER_INPUT_TOKEN", "valueFrom": from_secret})
+    env.append({"name": TOKEN_ENV, "valueFrom": from_secret})
     return env
 
 

@@ -122,6 +122,7 @@ def test_template_is_merged_and_nothing_of_it_is_dropped(tmp_path: Path) -> None
         "RUNNER_DEBUG",
         "DOCKER_HOST",
         "NODE_NAME",
+        "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE",
         "ACTIONS_RUNNER_INPUT_JITCONFIG",
     ]
     assert runner["env"][-1]["valueFrom"]["secretKeyRef"] == {"name": plan.name, "key": "jitconfig"}
