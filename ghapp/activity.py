@@ -1,4 +1,4 @@
-"""Which repositories the reconciler scans for queued jobs: those with recent workflow jobs (pure)."""
+"""Which repositories the reconciler scans for queued jobs: those ghapp planned runners for lately (pure)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ Key = tuple[int, str]
 
 
 class Activity:
-    """Repositories that had workflow jobs lately (from webhooks); the reconciler scans these.
+    """Repositories with a job ghapp planned a runner for lately; the reconciler scans these.
 
-    A repository GitHub says is gone (404) is dropped until it is touched again.
+    Only planned jobs count: a repository whose jobs go to GitHub's hosted runners, or whose account may not
+    get runners, costs no scans. A repository GitHub says is gone (404) is dropped until a job is planned
+    there again.
     """
 
     def __init__(self) -> None:
@@ -17,7 +19,7 @@ class Activity:
         self._gone: dict[Key, float] = {}
 
     def touch(self, *, installation_id: int, repository: str, now: float) -> None:
-        """A workflow job of `repository` was seen."""
+        """ghapp planned a runner for a job of `repository`."""
         key = (installation_id, repository)
         self._seen[key] = now
         self._gone.pop(key, None)

@@ -241,7 +241,8 @@ class Settings(BaseModel):
     """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
     share of each window's limit, and of what remains when a pass starts)."""
     activity_ttl_seconds: Annotated[float, Field(ge=60)] = 24 * 3600.0
-    """GHAPP_ACTIVITY_TTL_SECONDS: how long a repository counts as active after its last webhook."""
+    """GHAPP_ACTIVITY_TTL_SECONDS: how long a repository is scanned after ghapp last planned a runner for
+    one of its jobs."""
     idle_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
     """GHAPP_IDLE_GRACE_SECONDS: a runner this young is never removed as idle surplus."""
     registration_timeout_seconds: Annotated[float, Field(ge=30)] = 900.0

@@ -41,9 +41,6 @@ def _parse(event: sansio.Event, ctx: Context) -> WorkflowJob | None:
         ctx.metrics.jobs_skipped.labels("invalid-payload").inc()
         return None
     ctx.metrics.workflow_jobs.labels(job.action).inc()
-    ctx.activity.touch(
-        installation_id=job.installation_id, repository=job.repository.full_name, now=ctx.received_at
-    )
     logs.bind(
         installation_id=job.installation_id, repository=job.repository.full_name, workflow_job_id=job.id
     )
@@ -62,6 +59,10 @@ async def on_queued(event: sansio.Event, ctx: Context) -> None:
             ctx.metrics.jobs_skipped.labels("no-matching-pool").inc()
             log.info("not ours: %s", reason, extra={"labels": list(job.labels)})
         case planner.RunnerPlan() as plan:
+            # only jobs ghapp starts runners for make their repository one the reconciler scans
+            ctx.activity.touch(
+                installation_id=job.installation_id, repository=job.repository.full_name, now=ctx.received_at
+            )
             ctx.launcher.submit(plan, received_at=ctx.received_at)
 
 

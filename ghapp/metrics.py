@@ -85,6 +85,12 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.repositories_dropped = Counter(
+            "ghapp_repositories_dropped",
+            "Scanned repositories GitHub answered 404 for (deleted, renamed, transferred, or no longer "
+            "granted to the installation); they are no longer scanned.",
+            registry=r,
+        )
         self.leader = Gauge("ghapp_leader", "1 while this replica holds the reconciler lease.", registry=r)
         self.kubernetes_requests = Counter(
             "ghapp_kubernetes_requests",

@@ -23,7 +23,7 @@ from ghapp.admission import Admission
 from ghapp.budget import Budget, ScanBudgets
 from ghapp.clock import Clock, parse_timestamp
 from ghapp.config import Settings
-from ghapp.errors import BudgetSpent, GhappError, InvalidPayload
+from ghapp.errors import BudgetSpent, GhappError, GitHubError, InstallationGone, InvalidPayload
 from ghapp.github import GitHubClient
 from ghapp.inventory import Inventory, RunnerJob
 from ghapp.kube import KubeClient
@@ -56,6 +56,8 @@ class PassReport:
     queued_seen: int = 0
     repositories_deferred: int = 0
     """Repositories left for the next pass because this pass's rate-limit budget was spent."""
+    repositories_dropped: int = 0
+    """Repositories GitHub answered 404 for: no longer scanned."""
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -193,7 +195,9 @@ class Reconciler:
         ):
             targets.setdefault(installation_id, set()).add(repository)
         for job in self._inventory.jobs.values():
-            if job.repository:
+            if job.repository and not self._activity.gone(
+                installation_id=job.installation_id, repository=job.repository
+            ):
                 targets.setdefault(job.installation_id, set()).add(job.repository)
         return targets
 
@@ -240,19 +244,41 @@ class Reconciler:
         self, installation_id: int, repository: str, scan: _Scan, report: PassReport, budget: Budget
     ) -> None:
         runs: dict[int, dict[str, Any]] = {}
-        for status in SCANNED_RUNS:
-            for run in await self._github.workflow_runs(
-                installation_id=installation_id, repository=repository, status=status, budget=budget
-            ):
-                runs.setdefault(int(run["id"]), run)
+        try:
+            for status in SCANNED_RUNS:
+                for run in await self._github.workflow_runs(
+                    installation_id=installation_id, repository=repository, status=status, budget=budget
+                ):
+                    runs.setdefault(int(run["id"]), run)
+        except GitHubError as exc:
+            if not _not_found(exc):
+                raise
+            self._drop(installation_id, repository, report)
         for run_id, run in runs.items():
-            jobs = await self._github.run_jobs(
-                installation_id=installation_id, repository=repository, run_id=run_id, budget=budget
-            )
+            try:
+                jobs = await self._github.run_jobs(
+                    installation_id=installation_id, repository=repository, run_id=run_id, budget=budget
+                )
+            except GitHubError as exc:
+                if not _not_found(exc):
+                    raise
+                continue  # the run was deleted meanwhile: none of its jobs waits
             for job in jobs:
                 if job.get("status") == "queued":
                     await self._queued_job(installation_id, run, job, scan, report)
         scan.complete.add(repository)
+
+    def _drop(self, installation_id: int, repository: str, report: PassReport) -> None:
+        """GitHub says the repository is not there (deleted, renamed, transferred, or no longer granted to
+        the installation): stop scanning it until a job is planned there again."""
+        self._activity.drop(installation_id=installation_id, repository=repository, now=self._clock.now())
+        self._metrics.repositories_dropped.inc()
+        report.repositories_dropped += 1
+        log.warning(
+            "GitHub does not know %s (404); it is no longer scanned",
+            repository,
+            extra={"installation_id": installation_id, "repository": repository},
+        )
 
     async def _queued_job(
         self, installation_id: int, run: dict[str, Any], job: dict[str, Any], scan: _Scan, report: PassReport
@@ -271,6 +297,11 @@ class Reconciler:
         plan = await self._admission.plan(workflow_job)
         if not isinstance(plan, planner.RunnerPlan):
             return
+        self._activity.touch(
+            installation_id=installation_id,
+            repository=workflow_job.repository.full_name,
+            now=self._clock.now(),
+        )
         report.queued_seen += 1
         scan.queued[(plan.pool.name, plan.scope.key)] += 1
         scan.installations.setdefault(plan.scope.key, installation_id)
@@ -436,6 +467,11 @@ def _age(metadata: dict[str, Any], now: float) -> float:
         return now - parse_timestamp(created) if isinstance(created, str) else 0.0
     except ValueError:
         return 0.0
+
+
+def _not_found(exc: GitHubError) -> bool:
+    """A 404 about the thing asked for (not about the installation, which `InstallationGone` reports)."""
+    return exc.status == 404 and not isinstance(exc, InstallationGone)
 
 
 def _without(jobs: Iterable[RunnerJob], names: set[str]) -> list[RunnerJob]:

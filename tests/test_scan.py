@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ghapp.clock import ManualClock
 
-from .conftest import ORG_INSTALLATION, Ghapp, write_pools
+from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, Ghapp, write_pools
 from .fakes.github import FakeGitHub
 
 LINUX = ["self-hosted", "linux", "x64"]
@@ -111,3 +111,51 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
     await ghapp.settle()
     assert (scan_calls(), fourth.repositories_deferred, fourth.launched, fourth.errors) == (20, 2, 2, [])
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories}
+
+
+async def test_a_repository_that_answers_404_is_dropped_counted_and_the_pass_still_succeeds(
+    ghapp: Ghapp, github: FakeGitHub
+) -> None:
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/api", labels=LINUX)
+    await ghapp.settle()
+    lost = github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)["id"]
+    github.installation(ORG_INSTALLATION).repositories.remove("api")  # deleted, renamed or transferred
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    await ghapp.settle()
+    assert (report.errors, report.repositories_dropped, report.launched) == ([], 1, 1)
+    assert f"ghapp-{lost}" in names(ghapp.runner_jobs())
+    assert ghapp.metric("ghapp_repositories_dropped_total") == 1
+    assert ghapp.metric("ghapp_reconcile_passes_total", outcome="ok") == 1
+    api_calls = len(github.calls_to("GET", r"/repos/acme/api/actions/runs"))
+    assert api_calls == 1
+
+    # its runner Job is still in the cluster, yet the repository is not asked about again
+    again = await ghapp.services.reconciler.reconcile_once()
+    assert (again.errors, again.repositories_dropped) == ([], 0)
+    assert len(github.calls_to("GET", r"/repos/acme/api/actions/runs")) == api_calls
+    assert ghapp.metric("ghapp_repositories_dropped_total") == 1
+
+    # a job planned there again makes it scanned again
+    github.installation(ORG_INSTALLATION).repositories.append("api")
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/api", labels=LINUX)
+    await ghapp.settle()
+    await ghapp.services.reconciler.reconcile_once()
+    assert len(github.calls_to("GET", r"/repos/acme/api/actions/runs")) == api_calls + 2
+
+
+async def test_only_jobs_ghapp_plans_a_runner_for_make_a_repository_scanned(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub
+) -> None:
+    ghapp = await ghapp_with(GHAPP_ALLOWED_ACCOUNTS="acme,alice")
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/api", labels=["ubuntu-latest"])
+    await ghapp.queue(installation_id=OTHER_ORG_INSTALLATION, repository="globex/site", labels=LINUX)
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    assert ghapp.metric("ghapp_jobs_refused_total", reason="account-not-allowed") == 1
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.errors == []
+    scanned = {c.path for c in github.calls if c.path.endswith("/actions/runs")}
+    assert scanned == {"/repos/acme/webapp/actions/runs"}
