@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 REQUIRED_HEADERS: Final = ("x-github-event", "x-github-delivery")
 JSON_TYPES: Final = frozenset({"application/json", "application/x-www-form-urlencoded"})
 HANDLED_EVENTS: Final = frozenset({"workflow_job", "installation", "installation_repositories"})
+SIGNATURE_HEADER: Final = "x-hub-signature-256"
+SIGNATURE_PREFIX: Final = "sha256="
+"""Only HMAC-SHA256 is accepted; gidgethub alone would fall back to SHA-1 (``X-Hub-Signature``)."""
+
+
+def _sha256_only(headers: dict[str, str]) -> dict[str, str] | None:
+    """`headers` with no signature but ``X-Hub-Signature-256: sha256=…``; None if that one is missing."""
+    if not headers.get(SIGNATURE_HEADER, "").startswith(SIGNATURE_PREFIX):
+        return None
+    return {key: value for key, value in headers.items() if key != "x-hub-signature"}
 
 
 def _refuse(status: int, reason: str, *, metrics: Metrics) -> web.Response:
@@ -44,8 +54,11 @@ def webhook_handler(
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, "body too large", metrics=metrics)
-        headers = {key.lower(): value for key, value in request.headers.items()}
-        with logs.bound(delivery_id=headers.get("x-github-delivery")):
+        all_headers = {key.lower(): value for key, value in request.headers.items()}
+        with logs.bound(delivery_id=all_headers.get("x-github-delivery")):
+            headers = _sha256_only(all_headers)
+            if headers is None:
+                return _refuse(401, "no sha256= X-Hub-Signature-256 (SHA-1 is not accepted)", metrics=metrics)
             try:
                 event = sansio.Event.from_http(headers, body, secret=secret)
             except ValidationFailure:

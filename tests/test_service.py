@@ -148,14 +148,44 @@ async def test_gpu_label_picks_the_gpu_pool(ghapp: Ghapp) -> None:
     assert job["metadata"]["labels"]["ghapp/pool"] == "gpu"
 
 
+def sha1_signature(body: bytes) -> str:
+    """A correct HMAC-SHA1 signature of `body`, as GitHub writes it in ``X-Hub-Signature``."""
+    return "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
+
+
+def sha1_instead(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """Drop the SHA-256 signature from `headers`; the SHA-1 one to add instead."""
+    del headers["X-Hub-Signature-256"]
+    return {"X-Hub-Signature": sha1_signature(body)}
+
+
+def sha256_hex(headers: dict[str, str]) -> str:
+    """The correct HMAC-SHA256 in `headers`, without its ``sha256=`` prefix."""
+    return headers["X-Hub-Signature-256"].removeprefix("sha256=")
+
+
 @pytest.mark.parametrize(
     ("mutate", "status"),
     [
         (lambda body, headers: headers.update({"X-Hub-Signature-256": "sha256=" + "0" * 64}), 401),
         (lambda body, headers: headers.pop("X-Hub-Signature-256"), 401),
         (lambda body, headers: headers.update(signed_headers(body, secret="another-secret")), 401),
+        # a correct SHA-1 signature (GitHub still sends one alongside): not enough alone, nor as the SHA-256
+        (lambda body, headers: headers.update(sha1_instead(body, headers)), 401),
+        (lambda body, headers: headers.update({"X-Hub-Signature-256": sha1_signature(body)}), 401),
+        # the right HMAC-SHA256 without its prefix, or under another one
+        (lambda body, headers: headers.update({"X-Hub-Signature-256": sha256_hex(headers)}), 401),
+        (lambda body, headers: headers.update({"X-Hub-Signature-256": "SHA256=" + sha256_hex(headers)}), 401),
     ],
-    ids=["bad-signature", "no-signature", "wrong-secret"],
+    ids=[
+        "bad-signature",
+        "no-signature",
+        "wrong-secret",
+        "sha1-only",
+        "sha1-as-256",
+        "no-prefix",
+        "upper-prefix",
+    ],
 )
 async def test_bad_signatures_are_refused(ghapp: Ghapp, mutate, status: int) -> None:  # type: ignore[no-untyped-def]
     job = ghapp.github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
