@@ -5,7 +5,9 @@ Checks, in order: the settings (and pools file); that GitHub accepts a JWT signe
 (``GET /app/hook/config``) and its recent failed deliveries (``GET /app/hook/deliveries``); every
 installation, whether its permissions cover what ghapp needs and whether the account rule and the pools'
 scopes let any of its jobs get a runner; that the Kubernetes API answers; and that ghapp's credentials may
-do each verb on each resource of `KUBERNETES_RULES` in its namespace (SelfSubjectAccessReview). Nothing is
+do each verb on each resource of `KUBERNETES_RULES` in its namespace (SelfSubjectAccessReview); and per
+pool, that the API server would accept its runner (dedicated ServiceAccount, a ``dryRun=All`` create of its
+Job and Secret). Nothing is
 written anywhere.
 """
 
@@ -21,16 +23,17 @@ from urllib.parse import urlsplit
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from ghapp import policy
+from ghapp import manifests, policy
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
-from ghapp.config import Settings
+from ghapp.config import Pool, Settings
 from ghapp.errors import ConfigError, GitHubError, KubernetesError
 from ghapp.github import AppInfo, GitHubClient, HookConfig, InstallationInfo
 from ghapp.kube import KubeClient
 from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
 from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES
+from ghapp.planner import RunnerPlan
 from ghapp.retry import Backoff
 from ghapp.sensitive import Secret
 
@@ -255,7 +258,9 @@ def kubernetes_requirements() -> list[tuple[str, str, str]]:
     )
 
 
-RUNNER_RESOURCES = frozenset({("batch", "jobs"), ("", "secrets")})
+RUNNER_RESOURCES = frozenset(
+    {("batch", "jobs"), ("", "secrets"), ("", "pods"), ("", "events"), ("", "serviceaccounts")}
+)
 """What ghapp does in a pool's own namespace (the Lease lives in GHAPP_NAMESPACE only)."""
 
 
@@ -405,6 +410,7 @@ async def _kubernetes_checks(
             first,
             *await asyncio.gather(*(_may(kube, v, r, group=g, namespace=n) for n, g, r, v in rest)),
         ]
+        pools = [await pool_result(kube, settings, pool) for pool in settings.pools]
     results = [Result(True, what)]
     for (namespace, group, resource, verb), (allowed, reason) in zip(needs, answers, strict=True):
         qualified = f"{resource}.{group}" if group else resource
@@ -417,7 +423,45 @@ async def _kubernetes_checks(
             results.append(
                 Result(False, f"Kubernetes: may not {verb} {qualified} in namespace {namespace}", detail)
             )
-    return results
+    return results + pools
+
+
+async def pool_result(kube: KubeClient, settings: Settings, pool: Pool) -> Result:
+    """Whether the API server would let `pool` start a runner: its dedicated ServiceAccount exists, and a
+    server-side dry run of its rendered Job and Secret passes validation, admission (PodSecurity warnings
+    included), quota and webhooks. Nothing is written."""
+    plan = manifests.sample_plan(settings, pool)
+    what = f"Kubernetes: pool {pool.name} can start runners in namespace {plan.namespace}"
+    try:
+        problem = await pool_problem(kube, plan)
+    except KubernetesError as exc:
+        return Result(False, what, f"no answer: {exc}")
+    return Result(problem is None, what, problem or "")
+
+
+async def pool_problem(kube: KubeClient, plan: RunnerPlan) -> str | None:
+    """Why the API server would refuse `plan`'s runner, or None (raises `KubernetesError` on no answer)."""
+    job = manifests.runner_job(plan, runner_id=1)
+    account = manifests.dedicated_service_account(job)
+    if account is not None and await kube.get("serviceaccounts", account, namespace=plan.namespace) is None:
+        return (
+            f"ServiceAccount {account!r} not found in namespace {plan.namespace}: every runner pod would be "
+            f"refused; create it (kubectl -n {plan.namespace} create serviceaccount {account}) or drop the "
+            "setting that names it"
+        )
+    answer = await kube.dry_run("jobs", job)
+    if answer.status != 201:
+        return f"the API server refuses its Job: {answer.body.get('message') or answer.status}"
+    violations = [w for w in answer.warnings if "PodSecurity" in w]
+    if violations:
+        return f"its pods would be refused by the namespace's Pod Security level: {'; '.join(violations)}"
+    secret = manifests.runner_secret(
+        plan, credential=Secret("dry-run"), job_uid=str(answer.body["metadata"]["uid"])
+    )
+    answer = await kube.dry_run("secrets", secret)
+    if answer.status != 201:
+        return f"the API server refuses its Secret: {answer.body.get('message') or answer.status}"
+    return None
 
 
 async def _may(kube: KubeClient, verb: str, resource: str, *, group: str, namespace: str) -> tuple[bool, str]:

@@ -69,6 +69,9 @@ class Pool(BaseModel):
     """How long a finished runner Job stays for inspection before Kubernetes deletes it."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Longest a runner Job may run before Kubernetes stops it; default: no limit."""
+    service_account: str | None = None
+    """A dedicated ServiceAccount for this pool's runner pods (verified at startup and by ``ghapp check``);
+    default: GHAPP_RUNNER_SERVICE_ACCOUNT, else the namespace's ``default`` account (no token mounted)."""
     env: tuple[dict[str, Any], ...] = ()
     """Extra environment variables (Kubernetes ``EnvVar`` objects) for the runner container."""
     template: dict[str, Any] | None = None
@@ -86,6 +89,11 @@ class Pool(BaseModel):
     @classmethod
     def _namespace_is_dns_label(cls, value: str | None) -> str | None:
         return None if value is None else _dns_label(value, what="namespace")
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account_name(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_label(value, what="service_account", max_length=253)
 
     @field_validator("env")
     @classmethod
@@ -126,6 +134,8 @@ class Pool(BaseModel):
 
 RUNNER_CONTAINER = "runner"
 """The container of a pool template that ghapp wires up as the runner."""
+DEFAULT_SERVICE_ACCOUNT = "default"
+"""The ServiceAccount every namespace has (its controller makes it): runner pods use it unless told."""
 RESERVED_ENV_PREFIX = "ACTIONS_RUNNER_INPUT_"
 """Runner options ghapp sets itself; templates and pools may not set them."""
 
@@ -263,8 +273,10 @@ class Settings(BaseModel):
     allowed_accounts: tuple[str, ...] = ()
     """GHAPP_ALLOWED_ACCOUNTS: comma-separated org / user logins whose installations may get runners
     (case-insensitive); empty: only the App's owner; ``*``: any account."""
-    runner_service_account: str = "ghapp-runner"
-    """GHAPP_RUNNER_SERVICE_ACCOUNT: the ServiceAccount runner pods run as (it should have no permissions)."""
+    runner_service_account: str | None = None
+    """GHAPP_RUNNER_SERVICE_ACCOUNT: a dedicated ServiceAccount for runner pods (it should have no
+    permissions; verified at startup and by ``ghapp check``); default: each namespace's ``default``
+    account, with no token mounted."""
 
     @field_validator("allowed_accounts", mode="before")
     @classmethod
@@ -283,8 +295,8 @@ class Settings(BaseModel):
 
     @field_validator("runner_service_account")
     @classmethod
-    def _service_account(cls, value: str) -> str:
-        return _dns_label(value, what="runner service account", max_length=253)
+    def _service_account(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_label(value, what="runner service account", max_length=253)
 
     @field_validator("github_api_url")
     @classmethod

@@ -23,7 +23,7 @@ from ghapp.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-Resource = Literal["jobs", "secrets", "leases"]
+Resource = Literal["jobs", "secrets", "leases", "pods", "events", "serviceaccounts"]
 ClusterResource = Literal["selfsubjectaccessreviews"]
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
@@ -34,6 +34,8 @@ class Answer:
 
     status: int
     body: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    """The API server's ``Warning`` headers (e.g. what a pod would violate of its namespace's PodSecurity)."""
 
     @property
     def reason(self) -> str:
@@ -44,6 +46,9 @@ COLLECTIONS: Final[dict[str, str]] = {
     "jobs": "/apis/batch/v1/namespaces/{namespace}/jobs",
     "secrets": "/api/v1/namespaces/{namespace}/secrets",
     "leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+    "pods": "/api/v1/namespaces/{namespace}/pods",
+    "events": "/api/v1/namespaces/{namespace}/events",
+    "serviceaccounts": "/api/v1/namespaces/{namespace}/serviceaccounts",
     "selfsubjectaccessreviews": "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
 }
 WATCH_SECONDS: Final = 240
@@ -112,11 +117,18 @@ class KubeClient:
         return answer.body if answer.status == 200 else None
 
     async def list(
-        self, resource: Resource, *, selector: str = RUNNER_SELECTOR, namespace: str | None = None
+        self,
+        resource: Resource,
+        *,
+        selector: str = RUNNER_SELECTOR,
+        fields: str = "",
+        namespace: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
-        """All objects matching `selector` (all pages), and the list's resourceVersion (to watch from)."""
+        """All objects matching `selector` and the field selector `fields` (all pages), and the list's
+        resourceVersion (to watch from)."""
         items: list[dict[str, Any]] = []
-        query: dict[str, str | int] = {"labelSelector": selector, "limit": 500}
+        query = _selectors(selector, fields)
+        query["limit"] = 500
         while True:
             answer = await self._call("list", resource, query=query, accept=(200,), namespace=namespace)
             items.extend(answer.body.get("items") or [])
@@ -150,6 +162,27 @@ class KubeClient:
         """Create any object; the answer is 201 or 409 (exists), anything else raises."""
         return await self._call("create", resource, body=body, accept=(201, 409))
 
+    async def dry_run(self, resource: Resource, body: dict[str, Any]) -> Answer:
+        """Ask the API server whether it would create `body` (``dryRun=All``: validation, admission, quota
+        and webhooks run, nothing is stored). 201 is yes; a refusal (4xx) is answered, not raised."""
+        return await self._call(
+            "create",
+            resource,
+            body=body,
+            query={"dryRun": "All"},
+            accept=(201, 400, 403, 404, 409, 422),
+            namespace=body["metadata"].get("namespace"),
+        )
+
+    async def record_event(self, body: dict[str, Any]) -> None:
+        """Create a (core/v1) Event; it is informational, so a refusal is logged, not raised."""
+        try:
+            await self._call(
+                "create", "events", body=body, accept=(201,), namespace=body["metadata"]["namespace"]
+            )
+        except KubernetesError as exc:
+            log.warning("could not record a Kubernetes Event: %s", exc)
+
     async def replace(self, resource: Resource, body: dict[str, Any]) -> Answer:
         """Replace an object (optimistic: 409 when its resourceVersion is stale); 200 or 409."""
         return await self._call(
@@ -157,15 +190,22 @@ class KubeClient:
         )
 
     async def watch(
-        self, resource: Resource, *, resource_version: str, namespace: str | None = None
+        self,
+        resource: Resource,
+        *,
+        resource_version: str,
+        namespace: str | None = None,
+        selector: str = RUNNER_SELECTOR,
+        fields: str = "",
     ) -> AsyncIterator[WatchEvent]:
-        """Changes to ghapp's runner objects after `resource_version`, until the server ends the watch.
+        """Changes to the objects matching `selector` and `fields` (default: ghapp's runner objects) after
+        `resource_version`, until the server ends the watch.
 
         Raises `Expired` when the version is too old, `KubernetesError` when the stream breaks.
         """
         path = COLLECTIONS[resource].format(namespace=namespace or self.namespace)
         query: dict[str, str | int] = {
-            "labelSelector": RUNNER_SELECTOR,
+            **_selectors(selector, fields),
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
@@ -293,7 +333,7 @@ class KubeClient:
                     raw = await response.read()
                 finally:
                     response.release()
-                answer = Answer(response.status, _json(raw))
+                answer = Answer(response.status, _json(raw), tuple(response.headers.getall("Warning", ())))
                 failure = f"HTTP {answer.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = type(exc).__name__
@@ -319,6 +359,13 @@ _METHODS: Final = {
     "update": "PUT",
     "patch": "PATCH",
 }
+
+
+def _selectors(selector: str, fields: str) -> dict[str, str | int]:
+    query: dict[str, str | int] = {"labelSelector": selector} if selector else {}
+    if fields:
+        query["fieldSelector"] = fields
+    return query
 
 
 def _json(raw: bytes) -> dict[str, Any]:

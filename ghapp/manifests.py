@@ -165,7 +165,8 @@ def pod_template(plan: RunnerPlan) -> dict[str, Any]:
 def _harden(spec: dict[str, Any], *, service_account: str) -> None:
     """Fill in the hardening defaults a template leaves out (a field the template sets is kept).
 
-    Pod: the runner ServiceAccount (GHAPP_RUNNER_SERVICE_ACCOUNT) without its token, no service links,
+    Pod: the runner ServiceAccount (the pool's ``service_account``, else GHAPP_RUNNER_SERVICE_ACCOUNT, else
+    the namespace's ``default``) without its token, no service links,
     uid 1001, seccomp ``RuntimeDefault``. Every container:
     ``runAsNonRoot`` (unless the template makes it run as uid 0), and unless the template makes it
     ``privileged``: no privilege escalation, all capabilities dropped.
@@ -213,6 +214,32 @@ def runner_secret(plan: RunnerPlan, *, credential: Secret, job_uid: str) -> dict
     }
 
 
+def sample_plan(settings: Settings, pool: Pool) -> RunnerPlan:
+    """A plan for an imaginary job of `pool` (largest job id), to render and check the pool's Job."""
+    scope = RunnerScope(kind="org", owner="example")
+    return RunnerPlan(
+        workflow_job_id=2**63 - 1,
+        run_id=1,
+        installation_id=1,
+        repository="example/example",
+        pool=pool,
+        scope=scope,
+        name=runner_name(prefix=settings.runner_prefix, workflow_job_id=2**63 - 1),
+        namespace=pool.namespace or settings.namespace,
+        runner_url=scope.url(settings.web_url),
+        service_account=pool.service_account
+        or settings.runner_service_account
+        or config.DEFAULT_SERVICE_ACCOUNT,
+    )
+
+
+def dedicated_service_account(job: dict[str, Any]) -> str | None:
+    """The ServiceAccount a runner Job's pods run as, unless it is the namespace's ``default`` one (which
+    every namespace has); a dedicated account must be made by hand, so it is verified."""
+    account = job["spec"]["template"]["spec"].get("serviceAccountName") or config.DEFAULT_SERVICE_ACCOUNT
+    return None if account == config.DEFAULT_SERVICE_ACCOUNT else str(account)
+
+
 def check_pools(settings: Settings) -> None:
     """Render a runner Job for every pool and check it against the Kubernetes schema.
 
@@ -220,20 +247,7 @@ def check_pools(settings: Settings) -> None:
     ``GHAPP_POOLS_FILE: pool 'x': template.spec.containers[0].resources: ...``.
     """
     for pool in settings.pools:
-        scope = RunnerScope(kind="org", owner="example")
-        plan = RunnerPlan(
-            workflow_job_id=2**63 - 1,
-            run_id=1,
-            installation_id=1,
-            repository="example/example",
-            pool=pool,
-            scope=scope,
-            name=runner_name(prefix=settings.runner_prefix, workflow_job_id=2**63 - 1),
-            namespace=pool.namespace or settings.namespace,
-            runner_url=scope.url(settings.web_url),
-            service_account=settings.runner_service_account,
-        )
-        for path, problem in kubeschema.problems(runner_job(plan, runner_id=1)):
+        for path, problem in kubeschema.problems(runner_job(sample_plan(settings, pool), runner_id=1)):
             raise ConfigError(
                 f"GHAPP_POOLS_FILE: {settings.pools_file}: pool {pool.name!r}: "
                 f"{_pool_field(pool, path)}: {problem}"

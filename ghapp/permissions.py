@@ -13,6 +13,7 @@ KUBERNETES_RULES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("batch", "jobs"): frozenset({"create", "get", "list", "watch", "delete"}),
     ("", "secrets"): frozenset({"create", "get", "list", "delete"}),
     ("coordination.k8s.io", "leases"): frozenset({"create", "get", "update"}),
+    ("", "serviceaccounts"): frozenset({"get"}),  # a pool's dedicated runner ServiceAccount exists
 }
 """Namespaced RBAC rules ghapp's ServiceAccount needs (the Role in deploy/ grants these and nothing more)."""
 

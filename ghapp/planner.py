@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ghapp import policy
-from ghapp.config import Pool, Settings
+from ghapp.config import DEFAULT_SERVICE_ACCOUNT, Pool, Settings
 from ghapp.models import WorkflowJob
 
 ScopeKind = Literal["org", "repo"]
@@ -75,7 +75,7 @@ class RunnerPlan:
     namespace: str
     runner_url: str
     """The URL the runner registers against."""
-    service_account: str = "ghapp-runner"
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
     """The ServiceAccount of the runner pod, unless the pool's template names another."""
     notes: tuple[str, ...] = ()
     """Rules that were not checked (``ghapp render`` offline, facts unknown)."""
@@ -175,6 +175,6 @@ def _plan(job: WorkflowJob, settings: Settings, pool: Pool, *, notes: tuple[str,
         name=runner_name(prefix=settings.runner_prefix, workflow_job_id=job.id),
         namespace=pool.namespace or settings.namespace,
         runner_url=scope.url(settings.web_url),
-        service_account=settings.runner_service_account,
+        service_account=pool.service_account or settings.runner_service_account or DEFAULT_SERVICE_ACCOUNT,
         notes=notes,
     )

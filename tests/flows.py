@@ -40,6 +40,12 @@ async def full_flow(ghapp: Ghapp) -> None:
 
     results = await check.run_checks(ghapp.services.settings, kube_configuration=ghapp.kube.configuration())
     assert [r.line() for r in results if not r.ok] == []
+    # a dedicated runner ServiceAccount is looked up
+    account = {"metadata": {"name": "ci-runner", "namespace": NAMESPACE}}
+    ghapp.kube.put_object("serviceaccounts", account)
+    dedicated = ghapp.services.settings.model_copy(update={"runner_service_account": "ci-runner"})
+    results = await check.run_checks(dedicated, kube_configuration=ghapp.kube.configuration())
+    assert [r.line() for r in results if not r.ok] == []
 
     # the reconciler cleans up: a failed runner Job and a Secret that lost its Job
     ghapp.kube.finish_job(NAMESPACE, f"ghapp-{cancelled}", succeeded=False)

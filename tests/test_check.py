@@ -386,3 +386,33 @@ async def test_failed_deliveries_are_reported(
         "PASS",
         "none (no workflow job queued, or webhooks are not reaching GitHub's log)",
     )
+
+
+async def test_each_pool_is_dry_run_and_a_missing_dedicated_service_account_fails(
+    environ: dict[str, str], kube: KubeEmulator
+) -> None:
+    kube.rbac_rules = role_rules(KUBERNETES_RULES)
+    settings = load_settings({**environ, "GHAPP_RUNNER_SERVICE_ACCOUNT": "ci-runner"})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    failed = lines(results, ok=False)
+    assert len(failed) == 2  # both pools
+    assert failed[0].startswith(f"FAIL  Kubernetes: pool linux can start runners in namespace {NAMESPACE}: ")
+    assert f"ServiceAccount 'ci-runner' not found in namespace {NAMESPACE}" in failed[0]
+
+    kube.put_object("serviceaccounts", {"metadata": {"name": "ci-runner", "namespace": NAMESPACE}})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    assert lines(results, ok=False) == []
+    assert f"PASS  Kubernetes: pool gpu can start runners in namespace {NAMESPACE}" in lines(results, ok=True)
+    dry_runs = [r for r in kube.requests if r.query.get("dryRun") == "All"]
+    assert sorted(r.resource for r in dry_runs) == ["jobs", "jobs", "secrets", "secrets"]
+    assert kube.writes() == [r for r in kube.writes() if r.resource == "serviceaccounts"]  # nothing else
+
+
+async def test_a_pool_the_api_server_refuses_fails_with_its_message(
+    settings: Settings, kube: KubeEmulator
+) -> None:
+    kube.fail_next(1, status=403, verb="create", resource="jobs")
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    (failed,) = lines(results, ok=False)
+    assert failed.startswith("FAIL  Kubernetes: pool linux can start runners in namespace runners: ")
+    assert "the API server refuses its Job: injected fault (HTTP 403)" in failed

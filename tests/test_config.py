@@ -164,7 +164,7 @@ def test_allowed_accounts_and_runner_service_account(pools_file: Path) -> None:
     assert settings.runner_service_account == "ci-runner"
     defaults = load_settings(env(pools_file))
     assert defaults.allowed_accounts == ()  # the App's owner only
-    assert defaults.runner_service_account == "ghapp-runner"
+    assert defaults.runner_service_account is None  # each namespace's `default` account
 
 
 @pytest.mark.parametrize(

@@ -291,7 +291,7 @@ def test_the_hardened_pod_is_the_default() -> None:
     job = manifests.runner_job(result)
     validate(job)
     pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "ghapp-runner"
+    assert pod["serviceAccountName"] == "default"
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"] == {"runAsUser": 1001, "seccompProfile": {"type": "RuntimeDefault"}}
     (runner,) = pod["containers"]
@@ -383,4 +383,4 @@ def test_render_checks_the_account_with_app_owner(capsys: pytest.CaptureFixture[
     assert "refused by rule account-not-allowed" in capsys.readouterr().out
     assert main(["render", "--app-owner", "acme"]) == 0
     _, job = yaml.safe_load_all(capsys.readouterr().out)
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "ghapp-runner"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "default"
