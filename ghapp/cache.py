@@ -22,7 +22,7 @@ class Expiring(Generic[V]):
 
 
 class ExpiringCache(Generic[K, V]):
-    """Fetches a value per key on demand, keeps it until `margin` seconds before it expires.
+    """Fetches a value per key on demand, reuses it while at least `margin` seconds of it remain.
 
     Concurrent callers for the same key share one fetch; a failed fetch is not cached. With `max_entries`,
     the longest-held value is dropped when a new one would exceed it.
@@ -46,7 +46,7 @@ class ExpiringCache(Generic[K, V]):
     async def get(self, key: K) -> V:
         """The cached value for `key`, fetching a fresh one if it is missing or about to expire."""
         cached = self._values.get(key)
-        if cached is not None and cached.expires_at - self._margin > self._clock.now():
+        if cached is not None and self._fresh(cached):
             return cached.value
         future = self._inflight.get(key)
         if future is None:
@@ -55,6 +55,10 @@ class ExpiringCache(Generic[K, V]):
             future.add_done_callback(lambda done: self._settle(key, done))
         # shield: one caller being cancelled must not cancel the fetch the others wait for
         return (await asyncio.shield(future)).value
+
+    def _fresh(self, cached: Expiring[V]) -> bool:
+        remaining = cached.expires_at - self._clock.now()
+        return remaining > 0 and remaining >= self._margin
 
     def _settle(self, key: K, done: asyncio.Future[Expiring[V]]) -> None:
         if self._inflight.get(key) is done:

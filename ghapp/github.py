@@ -32,8 +32,12 @@ from ghapp.sensitive import Secret
 log = logging.getLogger(__name__)
 
 USER_AGENT: Final = f"ghapp/{__version__}"
-REGISTRATION_TOKEN_MARGIN: Final = 600.0
-"""A registration token is reused until this many seconds before it expires."""
+REGISTRATION_TOKEN_MARGIN: Final = 45 * 60.0
+"""A registration token (valid one hour) is reused only while at least this many seconds of it remain.
+
+A runner pod may take long to start (node autoscaling, large images) before ``config.sh`` uses the token;
+45 minutes leave room for that, and a token is still shared by every launch of its first quarter hour.
+"""
 SECONDARY_LIMIT_WAIT: Final = 60.0
 """GitHub's advice when a secondary limit answer has no retry-after: wait at least a minute."""
 RUNNER_GROUPS_LIFETIME: Final = 600.0

@@ -11,7 +11,7 @@ import pytest
 
 from ghapp.auth import AppAuth
 from ghapp.clock import ManualClock
-from ghapp.github import GitHubClient
+from ghapp.github import REGISTRATION_TOKEN_MARGIN, GitHubClient
 from ghapp.metrics import Metrics
 from ghapp.planner import RunnerScope
 from ghapp.sensitive import Secret
@@ -111,13 +111,17 @@ async def test_failed_mint_is_not_cached(client: GitHubClient, fake: FakeGitHub)
     assert (await client.tokens.get(ORG_INSTALLATION)).reveal() in fake.tokens_for(ORG_INSTALLATION)
 
 
-async def test_registration_token_reused_until_near_expiry(
+async def test_registration_token_reused_only_while_45_minutes_of_it_remain(
     client: GitHubClient, fake: FakeGitHub, clock: ManualClock
 ) -> None:
+    assert REGISTRATION_TOKEN_MARGIN == 45 * 60
     scope = RunnerScope(kind="org", owner="acme")
     first = await client.registration_token(installation_id=ORG_INSTALLATION, scope=scope)
-    clock.advance(3600 - 601)
+    clock.advance(15 * 60)  # the token lives an hour: exactly 45 minutes of it remain
     assert await client.registration_token(installation_id=ORG_INSTALLATION, scope=scope) == first
-    clock.advance(2)
-    assert await client.registration_token(installation_id=ORG_INSTALLATION, scope=scope) != first
+    clock.advance(1)  # a second less: a pod that starts slowly could outlive it
+    second = await client.registration_token(installation_id=ORG_INSTALLATION, scope=scope)
+    assert second != first
     assert len(fake.calls_to("POST", r"/orgs/acme/actions/runners/registration-token")) == 2
+    clock.advance(15 * 60)  # the new token is reused the same way
+    assert await client.registration_token(installation_id=ORG_INSTALLATION, scope=scope) == second
