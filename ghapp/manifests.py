@@ -6,7 +6,7 @@ import base64
 import copy
 from typing import Any, Final
 
-from ghapp import config, kubeschema
+from ghapp import config, kubeschema, podspec
 from ghapp.config import Pool, Settings
 from ghapp.errors import ConfigError
 from ghapp.planner import RunnerPlan, RunnerScope, runner_name
@@ -241,16 +241,21 @@ def dedicated_service_account(job: dict[str, Any]) -> str | None:
 
 
 def check_pools(settings: Settings) -> None:
-    """Render a runner Job for every pool and check it against the Kubernetes schema.
+    """Render a runner Job for every pool and check it against the Kubernetes schema, then for what the API
+    server would refuse beyond the schema (`ghapp.podspec`: images, container names, quantities, mounts).
 
     Raises `ConfigError` naming the pool and the field of its pools-file entry, e.g.
     ``GHAPP_POOLS_FILE: pool 'x': template.spec.containers[0].resources: ...``.
     """
     for pool in settings.pools:
-        for path, problem in kubeschema.problems(runner_job(sample_plan(settings, pool), runner_id=1)):
+        job = runner_job(sample_plan(settings, pool), runner_id=1)
+        found = kubeschema.problems(job) or podspec.problems(
+            job["spec"]["template"]["spec"], at=("spec", "template", "spec")
+        )
+        if found:
             raise ConfigError(
                 f"GHAPP_POOLS_FILE: {settings.pools_file}: pool {pool.name!r}: "
-                f"{_pool_field(pool, path)}: {problem}"
+                + "; ".join(f"{_pool_field(pool, path)}: {problem}" for path, problem in found)
             )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ghapp import manifests, planner, policy
+from ghapp import manifests, planner, podspec, policy
 from ghapp.cli import SAMPLE_PAYLOAD, main
 from ghapp.config import Settings, load_settings
 from ghapp.errors import ConfigError
@@ -183,6 +184,34 @@ def test_template_runner_image_wins_over_the_pool_image(tmp_path: Path) -> None:
         ("mode: pat", "pool 'p' (pools.0.mode): Input should be"),
         ("namespace: Not_OK", "pool 'p' (pools.0.namespace): namespace must be a DNS label"),
         ("active_deadline_seconds: 0", "pools.0.active_deadline_seconds"),
+        # what the schema allows and the API server refuses: every launch would fail
+        (
+            "template: {spec: {containers: [{name: runner}, {name: docker}]}}",
+            "pool 'p': template.spec.containers[1].image: is required",
+        ),
+        (
+            "template: {spec: {containers: [{name: runner, image: ''}]}}",
+            "pool 'p': template.spec.containers[0].image: is required",
+        ),
+        (
+            "template: {spec: {containers: [{name: runner, image: a}, {name: runner, image: b}]}}",
+            "pool 'p': template.spec.containers[1].name: duplicate container name (also "
+            "spec.template.spec.containers[0])",
+        ),
+        (
+            "template: {spec: {containers: [{name: runner, resources: {requests: {cpu: lots}}}]}}",
+            "pool 'p': template.spec.containers[0].resources.requests.cpu: is not a quantity",
+        ),
+        (
+            "template: {spec: {containers: [{name: runner, resources: "
+            "{requests: {memory: 2Gi}, limits: {memory: 1Gi}}}]}}",
+            "pool 'p': template.spec.containers[0].resources.requests.memory: must be at most its limit",
+        ),
+        (
+            "template: {spec: {initContainers: [{name: init, image: a, volumeMounts: "
+            "[{name: work, mountPath: /w}]}]}}",
+            "pool 'p': template.spec.initContainers[0].volumeMounts[0].name: names no volume of the pod",
+        ),
     ],
 )
 def test_bad_pool_settings_name_the_pool_and_field(tmp_path: Path, pool: str, expected: str) -> None:
@@ -191,6 +220,19 @@ def test_bad_pool_settings_name_the_pool_and_field(tmp_path: Path, pool: str, ex
         settings_from(tmp_path, document)
     assert str(error.value).startswith("GHAPP_POOLS_FILE: ")
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500m", "0.5"), ("2", "2"), ("1Gi", str(2**30)), ("1e3", "1000"), ("1.5k", "1500"), ("10u", "0.00001")],
+)
+def test_quantities_parse_like_the_api_server(text: str, value: str) -> None:
+    assert podspec.quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["lots", "1 Gi", "1GB", "", "1.2.3", "Gi"])
+def test_what_is_not_a_quantity(text: str) -> None:
+    assert podspec.quantity(text) is None
 
 
 def test_render_shows_the_jit_placeholder_and_the_merged_template(
