@@ -257,6 +257,10 @@ async def _not_ready(app: web.Application) -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    broken = services.inventory.broken_for()
+    if broken >= services.settings.watch_broken_limit_seconds:
+        return web.Response(status=503, text=f"the watch of runner Jobs has failed for {broken:.0f} s\n")
     return web.Response(text="ok\n")
 
 

@@ -270,6 +270,9 @@ class Settings(BaseModel):
     """KUBECONFIG: kubeconfig file(s); else ~/.kube/config if present, else the in-cluster service account."""
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
     """GHAPP_SHUTDOWN_GRACE_SECONDS: how long in-flight launches may finish after SIGTERM."""
+    watch_broken_limit_seconds: Annotated[float, Field(ge=10)] = 300.0
+    """GHAPP_WATCH_BROKEN_LIMIT_SECONDS: ``/healthz`` fails once the watch of runner Jobs has been failing
+    for this long without a working stream in between (the kubelet then restarts ghapp)."""
     allowed_accounts: tuple[str, ...] = ()
     """GHAPP_ALLOWED_ACCOUNTS: comma-separated org / user logins whose installations may get runners
     (case-insensitive); empty: only the App's owner; ``*``: any account."""
@@ -404,6 +407,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_LOG_LEVEL": "log_level",
     "GHAPP_LOG_FORMAT": "log_format",
     "GHAPP_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "GHAPP_WATCH_BROKEN_LIMIT_SECONDS": "watch_broken_limit_seconds",
     "GHAPP_ALLOWED_ACCOUNTS": "allowed_accounts",
     "GHAPP_RUNNER_SERVICE_ACCOUNT": "runner_service_account",
     "KUBECONFIG": "kubeconfig",

@@ -109,6 +109,7 @@ class Inventory:
         self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
         self._listeners: list[Callable[[], None]] = []
         self._tombstones: set[str] = set()  # uids of Jobs ghapp deleted, until the watch confirms it
+        self._broken_since: dict[str, float] = {}  # namespace → first failure of its watch since it worked
         self.synced = asyncio.Event()
 
     def subscribe(self, listener: Callable[[], None]) -> None:
@@ -166,8 +167,21 @@ class Inventory:
         """Watch every runner namespace forever (after `sync`)."""
         await asyncio.gather(*(self._watch(namespace) for namespace in self.namespaces))
 
+    def broken_for(self) -> float:
+        """Seconds since the watch of some namespace started failing without working again (0: all work).
+
+        A watch works again once one of its streams delivers an event (a bookmark counts) that applies.
+        """
+        if not self._broken_since:
+            return 0.0
+        return max(0.0, self._clock.now() - min(self._broken_since.values()))
+
     async def _watch(self, namespace: str) -> None:
-        """Watch one namespace; list it again after an expired or broken watch (with a pause)."""
+        """Watch one namespace; list it again after an expired or broken watch (with a pause).
+
+        Any exception is survived (only cancellation ends the loop): a bug or a malformed object must not
+        leave the inventory frozen. A failure is logged and recorded for `broken_for`.
+        """
         failures = 0
         while True:
             try:
@@ -177,16 +191,28 @@ class Inventory:
                     "jobs", resource_version=self._versions[namespace], namespace=namespace
                 ):
                     self._apply(namespace, event.type, event.object)
-                failures = 0
+                    self._broken_since.pop(namespace, None)
+                    failures = 0
             except Expired:
                 self._versions[namespace] = ""
+                continue
             except KubernetesError as exc:
-                failures += 1
-                self._versions[namespace] = ""
                 log.warning(
                     "watching runner Jobs failed; listing again: %s", exc, extra={"namespace": namespace}
                 )
-                await self._clock.sleep(min(30.0, 0.5 * 2**failures))
+            except Exception as exc:  # the watch must outlive anything: a bug, a malformed object
+                log.error(
+                    "watching runner Jobs failed unexpectedly; listing again: %s",
+                    type(exc).__name__,
+                    exc_info=True,
+                    extra={"namespace": namespace},
+                )
+            else:
+                continue  # the server ended the stream (its timeout): watch again from where it ended
+            failures += 1
+            self._versions[namespace] = ""
+            self._broken_since.setdefault(namespace, self._clock.now())
+            await self._clock.sleep(min(30.0, 0.5 * 2**failures))
 
     def _apply(self, namespace: str, kind: str, obj: dict[str, Any]) -> None:
         version = (obj.get("metadata") or {}).get("resourceVersion")

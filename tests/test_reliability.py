@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from ghapp.clock import ManualClock
 
 from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for
@@ -269,3 +271,38 @@ async def test_runner_registered_but_never_online_is_cleaned_up(
     report = await ghapp.services.reconciler.reconcile_once()
     assert report.orphan_job_deleted == 1
     assert github.runners("org:acme") == []  # its registration is removed too
+
+
+async def test_the_watch_of_runner_jobs_survives_any_exception(ghapp: Ghapp, kube: KubeEmulator) -> None:
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    name = f"ghapp-{job_id}"
+    # the next watch starts with a line longer than the client reads (over twice kubehttp's 2 MiB read buffer:
+    # aiohttp raises LineTooLong, not a ClientError, so no KubernetesError): an exception nobody expected
+    huge = b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "' + b"9" * 5 * 2**20 + b'"}}}\n'
+    kube.send_first_on_watches(1, huge, resource="jobs")
+    kube.end_watches()
+    await wait_for(lambda: kube.watch_lines_pending == 0, what="the broken stream")
+    kube.finish_job(NAMESPACE, name)
+    # the inventory lists again and watches on: it sees the Job finish
+    await wait_for(lambda: ghapp.services.inventory.jobs[name].finished, what="the watch after the fault")
+    await wait_for(lambda: ghapp.services.inventory.broken_for() == 0, what="a working watch")
+
+
+async def test_healthz_fails_while_the_watch_of_runner_jobs_stays_broken(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], kube: KubeEmulator
+) -> None:
+    ghapp = await ghapp_with(GHAPP_WATCH_BROKEN_LIMIT_SECONDS="120")
+    assert await healthz(ghapp) == 200
+    kube.fail_next(10**9, status=500, verb="watch", resource="jobs")  # every watch fails from now on
+    kube.end_watches()
+    await wait_for(lambda: ghapp.services.inventory.broken_for() >= 120, what="the limit")
+    assert await healthz(ghapp) == 503  # the kubelet restarts a replica whose inventory no longer moves
+    kube.clear_faults()
+    await wait_for(lambda: ghapp.services.inventory.broken_for() == 0, what="a working watch")
+    assert await healthz(ghapp) == 200
+
+
+async def healthz(ghapp: Ghapp) -> int:
+    async with aiohttp.ClientSession() as session, session.get(ghapp.server.make_url("/healthz")) as response:
+        return response.status

@@ -676,6 +676,7 @@ class KubeEmulator:
         self._fault_rng = random.Random(seed)
         self._id_rng = random.Random(seed + 1_000_003)
         self._fail_rules: list[list[Any]] = []  # [remaining, status, verb, resource]
+        self._watch_lines: list[list[Any]] = []  # [remaining, line, resource]
         self._store: dict[str, dict[tuple[str, str], Obj]] = {r: {} for r in _KINDS}
         self._rv = 1  # never "0": that resourceVersion means "any" to watches
         self._history: deque[_Change] = deque(maxlen=_HISTORY_SIZE)
@@ -699,8 +700,7 @@ class KubeEmulator:
 
     async def close(self) -> None:
         """Finish all open watch streams and stop the server."""
-        for watcher in list(self._watchers):
-            watcher.queue.put_nowait(None)
+        self.end_watches()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -830,6 +830,26 @@ class KubeEmulator:
     ) -> None:
         """Answer the next ``count`` matching API requests with ``status`` and a Status body."""
         self._fail_rules.append([count, status, verb, resource])
+
+    def clear_faults(self) -> None:
+        """Forget every fault still pending from `fail_next` and `send_first_on_watches`."""
+        self._fail_rules.clear()
+        self._watch_lines.clear()
+
+    def send_first_on_watches(self, count: int, line: bytes, *, resource: str | None = None) -> None:
+        """Start the next ``count`` watch streams (of `resource`) with the raw bytes `line`, then go on as
+        usual: a corrupt, truncated or oversized event that no real API server should send."""
+        self._watch_lines.append([count, line, resource])
+
+    @property
+    def watch_lines_pending(self) -> int:
+        """How many watch streams `send_first_on_watches` has yet to start."""
+        return sum(rule[0] for rule in self._watch_lines)
+
+    def end_watches(self) -> None:
+        """Finish every open watch stream normally, as the API server does when a watch times out."""
+        for watcher in list(self._watchers):
+            watcher.queue.put_nowait(None)
 
     def writes(self) -> list[RecordedRequest]:
         """Successful, non-dry-run, object-mutating requests (SelfSubjectAccessReviews are excluded)."""
@@ -1184,6 +1204,12 @@ class KubeEmulator:
         record.status = 200
         try:
             await response.prepare(request)
+            for rule in self._watch_lines:
+                if rule[0] > 0 and rule[2] in (None, kind.resource):
+                    rule[0] -= 1
+                    self._watch_lines = [r for r in self._watch_lines if r[0] > 0]
+                    await response.write(rule[1])
+                    break
             for event in initial:
                 await response.write(json.dumps(event).encode() + b"\n")
             if not gone and _parse_bool(query.get("allowWatchBookmarks")):
