@@ -21,6 +21,7 @@ from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
 from ghapp.github import GitHubClient
+from ghapp.installations import Installations
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
 from ghapp.kubehttp import KubeTransport
@@ -51,6 +52,7 @@ class Services:
     launcher: Launcher
     admission: Admission
     activity: Activity
+    installations: Installations
     reconciler: Reconciler
     elector: LeaderElector
     tasks: TaskSet
@@ -67,6 +69,7 @@ class Services:
                 admission=self.admission,
                 metrics=self.metrics,
                 activity=self.activity,
+                installations=self.installations,
                 received_at=received_at,
             )
             await events.router.dispatch(event, ctx)
@@ -139,6 +142,15 @@ async def start_services(
     )
     admission = Admission(settings=settings, github=github, metrics=metrics)
     activity = Activity()
+    installations = Installations(
+        settings=settings,
+        github=github,
+        kube=kube,
+        inventory=inventory,
+        activity=activity,
+        clock=clock,
+        metrics=metrics,
+    )
     reconciler = Reconciler(
         settings=settings,
         admission=admission,
@@ -147,6 +159,7 @@ async def start_services(
         inventory=inventory,
         launcher=launcher,
         activity=activity,
+        installations=installations,
         clock=clock,
         metrics=metrics,
     )
@@ -170,6 +183,7 @@ async def start_services(
         launcher=launcher,
         admission=admission,
         activity=activity,
+        installations=installations,
         reconciler=reconciler,
         elector=elector,
         tasks=tasks,

@@ -10,7 +10,8 @@ from gidgethub import routing, sansio
 from ghapp import logs, planner
 from ghapp.activity import Activity
 from ghapp.admission import Admission
-from ghapp.errors import InvalidPayload
+from ghapp.errors import GhappError, InvalidPayload
+from ghapp.installations import DELETED, SUSPENDED, Installations
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
@@ -26,11 +27,17 @@ class Context:
     admission: Admission
     metrics: Metrics
     activity: Activity
+    installations: Installations
     received_at: float
 
 
 workflow_jobs = routing.Router()
 installations = routing.Router()
+
+RETIRING = {"deleted": DELETED, "suspend": SUSPENDED}
+"""``installation`` actions that take an installation out of service, and why."""
+RESTORING = frozenset({"unsuspend", "created", "new_permissions_accepted"})
+"""``installation`` actions that show it is in service."""
 
 
 def _parse(event: sansio.Event, ctx: Context) -> WorkflowJob | None:
@@ -114,6 +121,17 @@ async def on_installation(event: sansio.Event, ctx: Context) -> None:
         "account": account,
     }
     log.info("installation event", extra=extra)
+    installation_id = installation.get("id")
+    if event.event == "installation" and isinstance(installation_id, int):
+        action = event.data.get("action")
+        if action in RETIRING:
+            try:
+                await ctx.installations.retire(installation_id, reason=RETIRING[action])
+            except GhappError as exc:  # the reconciler finishes the removal
+                log.error("removing the installation's runners failed: %s", exc, extra=extra)
+            return
+        if action in RESTORING:
+            ctx.installations.restore(installation_id)
     if isinstance(account, str) and not await ctx.admission.account_allowed(account):
         log.warning(
             "installation on account %s, which may not get runners (GHAPP_ALLOWED_ACCOUNTS)",

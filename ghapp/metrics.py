@@ -91,6 +91,13 @@ class Metrics:
             "granted to the installation); they are no longer scanned.",
             registry=r,
         )
+        self.installations_retired = Counter(
+            "ghapp_installations_retired",
+            "Installations taken out of service (their runner Jobs and Secrets removed), by reason "
+            "(deleted, suspended).",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge("ghapp_leader", "1 while this replica holds the reconciler lease.", registry=r)
         self.kubernetes_requests = Counter(
             "ghapp_kubernetes_requests",

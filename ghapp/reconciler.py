@@ -25,6 +25,7 @@ from ghapp.clock import Clock, parse_timestamp
 from ghapp.config import Settings
 from ghapp.errors import BudgetSpent, GhappError, GitHubError, InstallationGone, InvalidPayload
 from ghapp.github import GitHubClient
+from ghapp.installations import Installations
 from ghapp.inventory import Inventory, RunnerJob
 from ghapp.kube import KubeClient
 from ghapp.launcher import Launcher
@@ -34,7 +35,7 @@ from ghapp.planner import RunnerScope
 
 log = logging.getLogger(__name__)
 
-RECOVERED_EVENTS = frozenset({"workflow_job"})
+RECOVERED_EVENTS = frozenset({"workflow_job", "installation"})
 SCANNED_RUNS = ("queued", "in_progress")
 """Runs whose jobs may wait: a run is in progress as soon as one of its jobs starts, while others queue."""
 MAX_REDELIVERIES = 5
@@ -58,6 +59,8 @@ class PassReport:
     """Repositories left for the next pass because this pass's rate-limit budget was spent."""
     repositories_dropped: int = 0
     """Repositories GitHub answered 404 for: no longer scanned."""
+    installations_retired: int = 0
+    """Installations found deleted or suspended (token refused): their runners removed."""
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,6 +101,7 @@ class Reconciler:
         inventory: Inventory,
         launcher: Launcher,
         activity: Activity,
+        installations: Installations,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
@@ -108,6 +112,7 @@ class Reconciler:
         self._inventory = inventory
         self._launcher = launcher
         self._activity = activity
+        self._installations = installations
         self._clock = clock
         self._metrics = metrics
         self._deliveries_since: float | None = None
@@ -172,20 +177,36 @@ class Reconciler:
     # -- 2 and 3. queued jobs, runners, orphans ----------------------------------------------------------
 
     async def _converge(self, report: PassReport) -> None:
+        await self._finish_retirements()
         scan = await self._scan_queued(report)
         scopes = dict(scan.installations)
         for job in self._inventory.jobs.values():
             scopes.setdefault(job.scope, job.installation_id)
         for key, installation_id in scopes.items():
             scope = RunnerScope.parse(key)
-            if scope is None:
+            if scope is None or self._installations.out_of_service(installation_id):
                 continue
             try:
                 await self._tidy_scope(scope, installation_id, scan, report)
+            except InstallationGone as exc:
+                await self._retire(exc, report)
             except GhappError as exc:
                 report.errors.append(f"scope {key}: {exc}")
                 log.warning("reconciling runners of %s failed: %s", key, exc)
         await self._tidy_secrets(report)
+
+    async def _finish_retirements(self) -> None:
+        """Out-of-service installations whose runner Jobs are still here (a removal failed or a runner was
+        busy): try again."""
+        left = {job.installation_id for job in self._inventory.jobs.values() if job.active}
+        for installation_id, retired in self._installations.retired().items():
+            if installation_id in left:
+                await self._installations.retire(installation_id, reason=retired.reason)
+
+    async def _retire(self, exc: InstallationGone, report: PassReport) -> None:
+        if not self._installations.out_of_service(exc.installation_id):
+            report.installations_retired += 1
+        await self._installations.retire(exc.installation_id, reason=exc.reason)
 
     def _targets(self) -> dict[int, set[str]]:
         now = self._clock.now()
@@ -205,6 +226,8 @@ class Reconciler:
         scan = _Scan()
         now = self._clock.now()
         for installation_id, repositories in self._targets().items():
+            if self._installations.out_of_service(installation_id):
+                continue
             bucket = str(installation_id)
             budget = self._budgets.for_pass(installation_id, self._github.rate_limits.window(bucket), now=now)
             try:
@@ -227,6 +250,9 @@ class Reconciler:
         for index, repository in enumerate(order):
             try:
                 await self._scan_repository(installation_id, repository, scan, report, budget)
+            except InstallationGone as exc:
+                await self._retire(exc, report)
+                return
             except BudgetSpent:
                 self._scan_from[installation_id] = repository
                 report.repositories_deferred += len(order) - index

@@ -158,6 +158,7 @@ class Installation:
     repositories: list[str]
     permissions: dict[str, str]
     created_at: float
+    suspended_at: float | None = None
 
 
 @dataclass
@@ -462,6 +463,60 @@ class FakeGitHub:
         """Return an installation's state."""
         return self._installations[installation_id]
 
+    def delete_installation(self, installation_id: int) -> JSON:
+        """Uninstall the App from an account: its tokens stop working, minting one answers 404.
+
+        Returns the ``installation`` webhook payload (action ``deleted``) built before it went.
+        """
+        payload = self.installation_payload(installation_id, "deleted")
+        del self._installations[installation_id]
+        self._revoke_tokens(installation_id)
+        return payload
+
+    def suspend_installation(self, installation_id: int) -> JSON:
+        """Suspend an installation: its tokens stop working, minting one answers 403 (suspended).
+
+        Returns the ``installation`` webhook payload (action ``suspend``).
+        """
+        self._installations[installation_id].suspended_at = self.clock()
+        self._revoke_tokens(installation_id)
+        return self.installation_payload(installation_id, "suspend")
+
+    def unsuspend_installation(self, installation_id: int) -> JSON:
+        """Lift a suspension; returns the ``installation`` webhook payload (action ``unsuspend``)."""
+        self._installations[installation_id].suspended_at = None
+        return self.installation_payload(installation_id, "unsuspend")
+
+    def installation_payload(self, installation_id: int, action: str) -> JSON:
+        """An ``installation`` webhook payload (``created``, ``deleted``, ``suspend``, ``unsuspend``, …).
+
+        Shaped like GitHub's: ``created`` and ``deleted`` list the selected repositories; ``suspend`` and
+        ``unsuspend`` do not.
+        """
+        inst = self._installations[installation_id]
+        payload: JSON = {
+            "action": action,
+            "installation": self._installation_obj(inst),
+            "sender": user_obj(inst.account, self._urls),
+        }
+        if action in {"created", "deleted", "new_permissions_accepted"}:
+            payload["repositories"] = [
+                {
+                    "id": repo.id,
+                    "node_id": node_id("Repository", repo.id),
+                    "name": repo.name,
+                    "full_name": repo.full_name,
+                    "private": repo.private,
+                }
+                for repo in (self._repo(f"{inst.account.login}/{name}") for name in inst.repositories)
+            ]
+        return payload
+
+    def _revoke_tokens(self, installation_id: int) -> None:
+        for token in self._tokens.values():
+            if token.installation_id == installation_id:
+                token.revoked = True
+
     # ----------------------------------------------------------------------- simulated actions state
     def queue_job(
         self,
@@ -760,8 +815,8 @@ class FakeGitHub:
             "single_file_name": None,
             "has_multiple_single_files": False,
             "single_file_paths": [],
-            "suspended_by": None,
-            "suspended_at": None,
+            "suspended_by": user_obj(acct, self._urls) if inst.suspended_at is not None else None,
+            "suspended_at": iso(inst.suspended_at) if inst.suspended_at is not None else None,
         }
 
     def _app_obj(self) -> JSON:
@@ -1288,6 +1343,8 @@ class FakeGitHub:
         inst = self._installations.get(int(ctx.params["iid"]))
         if inst is None:
             raise _Reply(404, "Not Found")
+        if inst.suspended_at is not None:
+            raise _Reply(403, "This installation has been suspended")
         body = await self._json_body(ctx)
         perms = dict(inst.permissions)
         if isinstance(body.get("permissions"), dict):
