@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 
 class Clock(Protocol):
-    """Wall-clock seconds since the epoch, and a way to wait."""
+    """Wall-clock seconds since the epoch, a way to wait, and a way to bound a wait."""
 
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """``async with clock.timeout(s):`` — the block is cancelled after `s` seconds of this clock's time,
+        and `TimeoutError` raised (like `asyncio.timeout`)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,9 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(max(0.0, seconds))
+
 
 @dataclass(slots=True)
 class ManualClock:
@@ -34,17 +45,35 @@ class ManualClock:
 
     current: float = 1_700_000_000.0
     sleeps: list[float] = field(default_factory=list)
+    _deadlines: list[tuple[float, asyncio.Timeout]] = field(default_factory=list, repr=False)
 
     def now(self) -> float:
         return self.current
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.current += max(0.0, seconds)
+        self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
+        """Move time on; blocks under a `timeout` whose deadline has come are cancelled."""
         self.current += seconds
+        for when, scope in self._deadlines:
+            if when <= self.current:
+                scope.reschedule(asyncio.get_running_loop().time())
+
+    @contextlib.asynccontextmanager
+    async def timeout(self, seconds: float) -> AsyncIterator[object]:
+        """Times out when the clock is moved (by `advance` or `sleep`) to `seconds` from now, not before."""
+        async with asyncio.timeout(None) as scope:
+            deadline = (self.current + seconds, scope)
+            self._deadlines.append(deadline)
+            try:
+                if seconds <= 0:
+                    scope.reschedule(asyncio.get_running_loop().time())
+                yield scope
+            finally:
+                self._deadlines.remove(deadline)
 
 
 def parse_timestamp(value: str) -> float:

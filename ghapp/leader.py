@@ -3,7 +3,9 @@
 The usual algorithm (as client-go's): the holder renews the Lease every `duration / 3` seconds; another
 replica takes it over once it has seen the same record, unrenewed, for `duration` seconds by its own clock
 (so clocks need not agree). Every write carries the resourceVersion read, so two candidates cannot both win.
-A leader that cannot renew within `2/3 · duration` stops leading before anyone else may start.
+A leader that cannot renew within `2/3 · duration` stops leading before anyone else may start: every
+campaign runs under a deadline at the leader's last renewal plus `2/3 · duration`, so an API call that hangs
+ends there too (errors alone are not enough: a call can hang for longer than the lease lasts).
 """
 
 from __future__ import annotations
@@ -52,10 +54,15 @@ class LeaderElector:
         try:
             while True:
                 try:
-                    leading = await self.campaign_once()
+                    async with self._clock.timeout(self._patience()):
+                        leading = await self.campaign_once()
+                except TimeoutError:
+                    # the API hangs: whatever it did meanwhile, this replica may no longer count on the lease
+                    log.warning("lease %s: no answer within the renew deadline", self._name)
+                    leading = False
                 except KubernetesError as exc:
                     log.warning("lease %s: %s", self._name, exc)
-                    leading = self.is_leader and self._clock.now() - self._renewed_at < self._duration * 2 / 3
+                    leading = self.is_leader and self._clock.now() - self._renewed_at < self.renew_deadline
                 if leading and task is None:
                     log.info("became the leader; starting the reconciler", extra={"lease": self._name})
                     task = asyncio.create_task(lead(), name="reconciler")
@@ -73,6 +80,18 @@ class LeaderElector:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._stopped_leading()
+
+    @property
+    def renew_deadline(self) -> float:
+        """A leader that has not renewed for this long stops leading (a third of the lease is left)."""
+        return self._duration * 2 / 3
+
+    def _patience(self) -> float:
+        """How long one campaign may take: a leader's ends at its renew deadline, so a renewal that hangs
+        stops the reconciler while the lease still holds; anyone else's within a renew deadline."""
+        if self.is_leader:
+            return self._renewed_at + self.renew_deadline - self._clock.now()
+        return self.renew_deadline
 
     def _stopped_leading(self) -> None:
         """Not campaigning any more, so not leading (though the lease may linger until released)."""
@@ -145,12 +164,16 @@ class LeaderElector:
         """Give the lease up at once (on shutdown), so another replica need not wait for it to expire."""
         if not (self.is_leader or self._still_holds):
             return
-        with contextlib.suppress(KubernetesError):
-            lease = await self._kube.get("leases", self._name)
-            if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = None
-                lease["spec"]["leaseDurationSeconds"] = 1
-                await self._kube.replace("leases", lease)
-                log.info("released the lease", extra={"lease": self._name})
+        with contextlib.suppress(KubernetesError, TimeoutError):
+            async with self._clock.timeout(self.renew_deadline):
+                await self._release()
         self._still_holds = False
         self._set_leader(False)
+
+    async def _release(self) -> None:
+        lease = await self._kube.get("leases", self._name)
+        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            lease["spec"]["holderIdentity"] = None
+            lease["spec"]["leaseDurationSeconds"] = 1
+            await self._kube.replace("leases", lease)
+            log.info("released the lease", extra={"lease": self._name})

@@ -3,6 +3,8 @@ GET, a lookup by name), and a leader whose API calls hang stops before another r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,13 +12,18 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from ghapp.app import Services, start_services
-from ghapp.clock import ManualClock
+from ghapp.clock import ManualClock, parse_timestamp
 from ghapp.config import Settings, load_settings
+from ghapp.kube import KubeClient
+from ghapp.kubehttp import KubeTransport
+from ghapp.leader import LeaderElector
 from ghapp.manifests import RUNNER_SELECTOR
 from ghapp.metrics import Metrics
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, Ghapp
+from .conftest import NAMESPACE, ORG_INSTALLATION, Ghapp, wait_for
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 from .realcluster import Cluster
@@ -157,3 +164,71 @@ async def test_a_busy_runner_a_listing_skipped_keeps_its_job(
     report = await ghapp.services.reconciler.reconcile_once()
     assert (report.orphan_job_deleted, report.errors) == (1, [])
     assert ghapp.runner_jobs() == []
+
+
+# -- item 9: a leader whose API calls hang stops leading before the lease can pass on -------------------
+
+
+async def test_a_leader_whose_renewal_hangs_stops_the_reconciler_while_the_lease_still_holds(
+    kube: KubeEmulator, clock: ManualClock
+) -> None:
+    metrics = Metrics()
+    transport = KubeTransport(kube.configuration())
+    elector = LeaderElector(
+        kube=KubeClient(http=transport, namespace=NAMESPACE, clock=clock, metrics=metrics),
+        name="ghapp-reconciler",
+        identity="replica-a",
+        duration=15.0,
+        clock=clock,
+        metrics=metrics,
+    )
+    leading = asyncio.Event()
+    stopped_at: list[float] = []
+
+    async def reconcile_forever() -> None:
+        leading.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped_at.append(clock.now())
+
+    campaign = asyncio.create_task(elector.run(reconcile_forever))
+    try:
+        await wait_for(leading.is_set, what="replica-a leads")
+        kube.stall(resource="leases")  # the API server stops answering (no error, no answer)
+        await wait_for(lambda: kube.stalled > 0, what="a renewal that hangs")
+        lease = kube.get("leases", NAMESPACE, "ghapp-reconciler")
+        assert lease is not None
+        assert lease["spec"]["holderIdentity"] == "replica-a"
+        # another replica may take over once it has seen this record unrenewed for the lease's duration
+        takeover = parse_timestamp(lease["spec"]["renewTime"]) + lease["spec"]["leaseDurationSeconds"]
+        assert stopped_at == []
+
+        clock.advance(takeover - 0.01 - clock.now())  # time passes, up to just before that
+        await wait_for(lambda: bool(stopped_at), within=5, what="the reconciler stopped")
+        assert stopped_at[0] < takeover
+        await wait_for(lambda: not elector.is_leader, what="no longer the leader")
+        assert metrics.registry.get_sample_value("ghapp_leader") == 0
+    finally:
+        kube.unstall()
+        campaign.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await campaign
+        await transport.close()
+
+
+async def test_manual_clock_timeouts_fire_when_the_clock_reaches_them(clock: ManualClock) -> None:
+    async def bounded() -> None:
+        async with clock.timeout(10):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(bounded())
+    await asyncio.sleep(0)  # let it enter the block
+    clock.advance(9.9)
+    for _ in range(10):  # give a (wrongly) fired deadline every chance to land
+        await asyncio.sleep(0)
+    assert not task.done()
+    clock.advance(0.1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(task, 5)
+    assert clock._deadlines == []

@@ -677,6 +677,10 @@ class KubeEmulator:
         self._id_rng = random.Random(seed + 1_000_003)
         self._fail_rules: list[list[Any]] = []  # [remaining, status, verb, resource]
         self._watch_lines: list[list[Any]] = []  # [remaining, line, resource]
+        self._stalls: list[tuple[str | None, str | None]] = []  # (verb, resource) of requests that hang
+        self._unstalled = asyncio.Event()
+        self.stalled = 0
+        """Requests that have hung on a `stall` so far."""
         self._store: dict[str, dict[tuple[str, str], Obj]] = {r: {} for r in _KINDS}
         self._rv = 1  # never "0": that resourceVersion means "any" to watches
         self._history: deque[_Change] = deque(maxlen=_HISTORY_SIZE)
@@ -700,6 +704,7 @@ class KubeEmulator:
 
     async def close(self) -> None:
         """Finish all open watch streams and stop the server."""
+        self.unstall()
         self.end_watches()
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -851,6 +856,16 @@ class KubeEmulator:
         for watcher in list(self._watchers):
             watcher.queue.put_nowait(None)
 
+    def stall(self, *, verb: str | None = None, resource: str | None = None) -> None:
+        """Let matching API requests hang (no answer at all) from now until `unstall` (or `close`)."""
+        self._stalls.append((verb, resource))
+
+    def unstall(self) -> None:
+        """Answer every hanging request, and stop hanging new ones."""
+        self._stalls.clear()
+        self._unstalled.set()
+        self._unstalled = asyncio.Event()
+
     def writes(self) -> list[RecordedRequest]:
         """Successful, non-dry-run, object-mutating requests (SelfSubjectAccessReviews are excluded)."""
         return [
@@ -879,6 +894,9 @@ class KubeEmulator:
             request.method, request.path, route.verb, route.resource, route.namespace, route.name, 0, query
         )
         self.requests.append(record)
+        if any(verb in (None, route.verb) and kind in (None, route.resource) for verb, kind in self._stalls):
+            self.stalled += 1
+            await self._unstalled.wait()
         try:
             self._inject_fault(route)
             self._authorize(route)
