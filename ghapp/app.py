@@ -31,6 +31,7 @@ from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
 from ghapp.reconciler import Reconciler
 from ghapp.sensitive import Secret
+from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
 from ghapp.webhook import webhook_handler
 
@@ -130,6 +131,7 @@ async def start_services(
         global_limit=settings.max_runners,
         weights=settings.installation_weights,
     )
+    sightings = Sightings(clock=clock)  # runners' ages, shared by launches and the reconciler
     launcher = Launcher(
         settings=settings,
         github=github,
@@ -139,6 +141,7 @@ async def start_services(
         metrics=metrics,
         clock=clock,
         tasks=tasks,
+        sightings=sightings,
     )
     admission = Admission(settings=settings, github=github, metrics=metrics)
     activity = Activity()
@@ -162,6 +165,7 @@ async def start_services(
         installations=installations,
         clock=clock,
         metrics=metrics,
+        sightings=sightings,
     )
     elector = LeaderElector(
         kube=kube,

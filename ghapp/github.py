@@ -372,6 +372,13 @@ class GitHubClient:
             found.extend(item for item in items or [] if isinstance(item, dict))
         return found
 
+    async def workflow_job(self, *, installation_id: int, repository: str, job_id: int) -> dict[str, Any]:
+        """One workflow job as GitHub has it now (its ``status``: queued, in_progress, completed, …)."""
+        data = await self.request("GET", f"/repos/{repository}/actions/jobs/{job_id}", auth=installation_id)
+        if not isinstance(data, dict):
+            raise GitHubError("GitHub's answer to GET …/actions/jobs/{id} is not an object")
+        return data
+
     async def runners(self, *, installation_id: int, scope: RunnerScope) -> list[dict[str, Any]]:
         """Every self-hosted runner registered in `scope` (all pages)."""
         found: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 import aiohttp
 
-from ghapp.clock import Clock
+from ghapp.clock import Clock, parse_timestamp
 from ghapp.errors import KubernetesError
 from ghapp.kubehttp import KubeTransport
 from ghapp.manifests import RUNNER_SELECTOR
@@ -366,6 +366,15 @@ def _selectors(selector: str, fields: str) -> dict[str, str | int]:
     if fields:
         query["fieldSelector"] = fields
     return query
+
+
+def age(metadata: dict[str, Any], now: float) -> float:
+    """Seconds since an object's ``creationTimestamp`` (0 if it has none: too young to judge)."""
+    created = metadata.get("creationTimestamp")
+    try:
+        return now - parse_timestamp(created) if isinstance(created, str) else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _json(raw: bytes) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from ghapp.config import Settings
 from ghapp.errors import GhappError, GitHubError, RunnerGroupNotFound, RunnerNameTaken
 from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig
 from ghapp.inventory import Inventory, RunnerJob
-from ghapp.kube import KubeClient
+from ghapp.kube import KubeClient, age
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
 from ghapp.planner import RunnerPlan
+from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Launcher:
         metrics: Metrics,
         clock: Clock,
         tasks: TaskSet,
+        sightings: Sightings,
     ) -> None:
         self.settings = settings
         self._github = github
@@ -64,6 +66,7 @@ class Launcher:
         self._metrics = metrics
         self._clock = clock
         self._tasks = tasks
+        self._sightings = sightings
         self._inflight: dict[int, asyncio.Task[LaunchResult]] = {}
         self._waiting: dict[int, float] = {}  # workflow job id → when its webhook arrived
         self._launching: set[str] = set()  # runner names being created
@@ -95,15 +98,17 @@ class Launcher:
         """Start waiting jobs for which there is room now (called whenever capacity may have freed)."""
         for plan in self._limiter.ready():
             received_at = self._waiting.pop(plan.workflow_job_id, self._clock.now())
-            self._start(plan, received_at)
+            self._start(plan, received_at, recheck=True)
         self._update_queue_metrics()
 
     def _update_queue_metrics(self) -> None:
         for pool in self.settings.pools:
             self._metrics.queue_length.labels(pool.name).set(self._limiter.waiting(pool.name))
 
-    def _start(self, plan: RunnerPlan, received_at: float) -> None:
-        task = self._tasks.spawn(self.launch(plan, received_at=received_at), name=f"launch-{plan.name}")
+    def _start(self, plan: RunnerPlan, received_at: float, *, recheck: bool = False) -> None:
+        task = self._tasks.spawn(
+            self.launch(plan, received_at=received_at, recheck=recheck), name=f"launch-{plan.name}"
+        )
         self._inflight[plan.workflow_job_id] = task
         self._launching.add(plan.name)
 
@@ -132,14 +137,22 @@ class Launcher:
         """True while the runner called `name` is being created here (its objects may be half made)."""
         return name in self._launching
 
-    async def launch(self, plan: RunnerPlan, *, received_at: float) -> LaunchResult:
-        """Create the runner's Job and Secret unless they exist; GitHub or Kubernetes failures are logged."""
+    async def launch(self, plan: RunnerPlan, *, received_at: float, recheck: bool = False) -> LaunchResult:
+        """Create the runner's Job and Secret unless they exist; GitHub or Kubernetes failures are logged.
+
+        With `recheck` (the job waited for capacity) GitHub is asked first whether the job is still queued:
+        another replica may have seen it start or complete meanwhile.
+        """
         with logs.bound(
             installation_id=plan.installation_id,
             repository=plan.repository,
             workflow_job_id=plan.workflow_job_id,
             pool=plan.pool.name,
         ):
+            if recheck and not await self._still_queued(plan):
+                self._metrics.runners_launched.labels(plan.pool.name, "skipped").inc()
+                log.info("the waiting job is no longer queued; no runner for it", extra={"job": plan.name})
+                return LaunchResult("skipped", plan.name)
             try:
                 async with self._slots:
                     outcome = await (
@@ -167,6 +180,17 @@ class Launcher:
                 log.info("runner Job exists already; nothing to do", extra={"job": plan.name})
             return LaunchResult(outcome, plan.name)
 
+    async def _still_queued(self, plan: RunnerPlan) -> bool:
+        """Whether GitHub still has the job queued; True when GitHub cannot say (better a spare runner)."""
+        try:
+            job = await self._github.workflow_job(
+                installation_id=plan.installation_id, repository=plan.repository, job_id=plan.workflow_job_id
+            )
+        except GhappError as exc:
+            log.warning("could not re-check a waiting job; launching anyway: %s", exc)
+            return True
+        return bool(job.get("status", "queued") == "queued")
+
     async def _create(self, plan: RunnerPlan) -> Outcome:
         credential = await self._github.registration_token(
             installation_id=plan.installation_id, scope=plan.scope
@@ -186,6 +210,8 @@ class Launcher:
         if existing is not None:
             if await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
                 return "exists"
+            if age(existing.get("metadata") or {}, self._clock.now()) < self.settings.orphan_grace_seconds:
+                return "exists"  # another replica's launch may be between its Job and its Secret
             # An earlier attempt died between Job and Secret: its JIT config is lost. Start over.
             log.warning("runner Job has no Secret; replacing it", extra={"job": plan.name})
             await self._kube.delete("jobs", plan.name, namespace=plan.namespace)
@@ -207,7 +233,9 @@ class Launcher:
     async def _jit_config(self, plan: RunnerPlan) -> JitConfig | None:
         """One JIT runner named `plan.name`. If GitHub has a runner of that name (an earlier attempt died
         after registering it) and it is offline and idle, it is deleted and registered again — unless its
-        Job exists by now (another replica's launch of the same job won): then None."""
+        Job exists by now (another replica's launch of the same job won): then None — or this process has
+        seen it for less than `orphan_grace_seconds` (another replica may be between registering it and
+        making its Job): then `RunnerNameTaken`, and a later attempt (the reconciler's) decides again."""
         if plan.scope.kind == "org" and plan.pool.runner_group:
             group_id = await self._github.runner_group_id(
                 installation_id=plan.installation_id, org=plan.scope.owner, name=plan.pool.runner_group
@@ -238,10 +266,18 @@ class Launcher:
                 raise RunnerNameTaken(f"runner {plan.name} exists in GitHub and is {state}; not replacing it")
             if await self._kube.get("jobs", plan.name, namespace=plan.namespace) is not None:
                 return None  # another replica registered it and has just made its Job: that launch won
+            age = self._sightings.age(runner.id)
+            if age < self.settings.orphan_grace_seconds:
+                # another replica may have registered it a moment ago and be about to make its Job
+                raise RunnerNameTaken(
+                    f"runner {plan.name} exists in GitHub, offline, seen for {age:.0f}s only"
+                    " (another replica may be starting it); not replacing it yet"
+                )
             log.info("deleting the offline runner left by an earlier attempt", extra={"runner_id": runner.id})
             await self._github.delete_runner(
                 installation_id=plan.installation_id, scope=plan.scope, runner_id=runner.id
             )
+            self._sightings.forget(runner.id)
         return await generate()
 
     async def _forget_runner(self, plan: RunnerPlan, runner_id: int) -> None:

@@ -45,6 +45,7 @@ GITHUB_ENDPOINTS: Final[dict[str, str | None]] = {
     "GET /repos/{owner}/{repo}/actions/runs": "actions",
     "GET /repos/{owner}/{repo}/actions/runs/{id}": "actions",
     "GET /repos/{owner}/{repo}/actions/runs/{id}/jobs": "actions",
+    "GET /repos/{owner}/{repo}/actions/jobs/{id}": "actions",  # a waiting job is re-checked before launch
     "GET /installation/repositories": "metadata",
     "POST /app-manifests/{code}/conversions": None,  # `ghapp setup`, unauthenticated (the code is the proof)
 }

@@ -21,17 +21,18 @@ from ghapp import planner
 from ghapp.activity import Activity
 from ghapp.admission import Admission
 from ghapp.budget import Budget, ScanBudgets
-from ghapp.clock import Clock, parse_timestamp
+from ghapp.clock import Clock
 from ghapp.config import Settings
 from ghapp.errors import BudgetSpent, GhappError, GitHubError, InstallationGone, InvalidPayload
 from ghapp.github import GitHubClient
 from ghapp.installations import Installations
 from ghapp.inventory import Inventory, RunnerJob
-from ghapp.kube import KubeClient
+from ghapp.kube import KubeClient, age
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerScope
+from ghapp.sightings import Sightings
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Reconciler:
         installations: Installations,
         clock: Clock,
         metrics: Metrics,
+        sightings: Sightings,
     ) -> None:
         self._settings = settings
         self._admission = admission
@@ -115,6 +117,8 @@ class Reconciler:
         self._installations = installations
         self._clock = clock
         self._metrics = metrics
+        self._sightings = sightings
+        self._ended: set[str] = set()  # runner Jobs this pass deleted: their runners are ghapp's, and dead
         self._deliveries_since: float | None = None
         self._redeliveries: Counter[str] = Counter()
         self._budgets = ScanBudgets(share=settings.reconcile_rate_share)
@@ -133,6 +137,7 @@ class Reconciler:
     async def reconcile_once(self) -> PassReport:
         """One full pass; a failing step is logged and the others still run."""
         report = PassReport()
+        self._ended.clear()
         if not self._inventory.synced.is_set():
             await self._inventory.sync()
         for step in (self._redeliver, self._converge):
@@ -357,13 +362,22 @@ class Reconciler:
         }
         jobs = {j.name: j for j in self._inventory.jobs.values() if j.scope == scope.key and not j.deleting}
 
-        # runners that have no Job (their pod is gone) and are offline
+        # runners that have no Job (their pod is gone) and are offline — and have been for a while: a JIT
+        # runner is registered before its Job is made, maybe by another replica a moment ago
         for name, runner in registered.items():
             orphan = name not in jobs and runner.get("status") == "offline"
-            if orphan and not self._launcher.is_launching(name):
+            if (
+                orphan
+                and not self._launcher.is_launching(name)
+                and (
+                    name in self._ended
+                    or self._sightings.age(int(runner["id"])) >= self._settings.orphan_grace_seconds
+                )
+            ):
                 removed = await self._github.remove_runner(
                     installation_id=installation_id, scope=scope, runner_id=int(runner["id"])
                 )
+                self._sightings.forget(int(runner["id"]))
                 if removed:
                     report.orphan_runner_removed += 1
                     log.info("removed an offline runner that has no Job", extra={"runner_name": name})
@@ -437,6 +451,7 @@ class Reconciler:
         """Delete the very Job `job` describes (not one made again under its name since); False if gone."""
         deleted = await self._kube.delete("jobs", job.name, namespace=job.namespace, uid=job.uid)
         self._inventory.forget(job.name)
+        self._ended.add(job.name)
         return deleted
 
     async def _tidy_secrets(self, report: PassReport) -> None:
@@ -480,19 +495,10 @@ class Reconciler:
         job = self._inventory.jobs.get(name)
         if job is not None and job.uid in owners:
             return False
-        if self._launcher.is_launching(name) or _age(metadata, now) < self._settings.orphan_grace_seconds:
+        if self._launcher.is_launching(name) or age(metadata, now) < self._settings.orphan_grace_seconds:
             return False
         current = await self._kube.get("jobs", name, namespace=namespace)
         return current is None or (current.get("metadata") or {}).get("uid") not in owners
-
-
-def _age(metadata: dict[str, Any], now: float) -> float:
-    """Seconds since an object's ``creationTimestamp`` (0 if it has none: too young to judge)."""
-    created = metadata.get("creationTimestamp")
-    try:
-        return now - parse_timestamp(created) if isinstance(created, str) else 0.0
-    except ValueError:
-        return 0.0
 
 
 def _not_found(exc: GitHubError) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from ghapp.clock import ManualClock
 
 from .conftest import NAMESPACE, ORG_INSTALLATION, OTHER_ORG_INSTALLATION, USER_INSTALLATION, Ghapp
 
@@ -42,6 +45,21 @@ def jitconfig(secret: dict[str, object]) -> str:
     assert isinstance(data, dict)
     assert set(data) == {"jitconfig"}
     return base64.b64decode(data["jitconfig"]).decode()
+
+
+def bare_job(name: str, runner_id: int, **metadata: str) -> dict[str, object]:
+    """A runner Job as a launch (of this replica or another) creates it, reduced to what matters here."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "annotations": {"ghapp/runner-id": str(runner_id)},
+            **metadata,
+        },
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
+    }
 
 
 def runner_env(job: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -145,18 +163,26 @@ async def test_unknown_runner_group_starts_nothing_and_says_so_once(
     assert len(ghapp.runner_jobs()) == 1
 
 
-async def test_leftover_offline_runner_is_replaced_not_renamed(ghapp: Ghapp) -> None:
+async def test_leftover_offline_runner_is_replaced_once_past_the_grace_not_renamed(
+    ghapp: Ghapp, clock: ManualClock
+) -> None:
     # An earlier attempt registered the runner, then died before creating the Job.
     old = ghapp.github.register_runner(
         scope="org:acme", name="ghapp-555", labels=PLAIN, status="offline", busy=False
     )
     await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=PLAIN, job_id=555)
     await ghapp.settle()
+    # seen for the first time just now, it may be another replica's, about to get its Job: left alone
+    assert not ghapp.github.calls_to("DELETE", r".*")
+    assert ghapp.runner_jobs() == []
 
+    clock.advance(ghapp.services.settings.orphan_grace_seconds)
+    await ghapp.github.deliver("workflow_job", ghapp.github.workflow_job_payload(555, "queued"))
+    await ghapp.settle()
     generated = ghapp.github.calls_to("POST", r"/orgs/acme/actions/runners/generate-jitconfig")
-    assert [c.status for c in generated] == [409, 201]
-    (lookup,) = ghapp.github.calls_to("GET", r"/orgs/acme/actions/runners")
-    assert lookup.query["name"] == "ghapp-555"
+    assert [c.status for c in generated] == [409, 409, 201]
+    lookups = ghapp.github.calls_to("GET", r"/orgs/acme/actions/runners")
+    assert [lookup.query["name"] for lookup in lookups] == ["ghapp-555", "ghapp-555"]
     assert [c.path for c in ghapp.github.calls_to("DELETE", r".*")] == [
         f"/orgs/acme/actions/runners/{old['id']}"
     ]
@@ -167,6 +193,23 @@ async def test_leftover_offline_runner_is_replaced_not_renamed(ghapp: Ghapp) -> 
     assert job["metadata"]["annotations"]["ghapp/runner-id"] == str(runner["id"])
     (secret,) = ghapp.runner_secrets()
     assert ghapp.github.runner_for_jitconfig(jitconfig(secret)) == runner
+
+
+async def test_a_runner_another_replica_just_registered_is_left_to_it(ghapp: Ghapp) -> None:
+    # Replica A registered ghapp-559 and is about to create its Job when this replica's launch of the same
+    # job meets the taken name: the runner is offline, idle and has no Job yet, yet must not be replaced.
+    theirs = ghapp.github.register_runner(scope="org:acme", name="ghapp-559", labels=PLAIN, status="offline")
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=PLAIN, job_id=559)
+    await ghapp.settle()
+    assert not ghapp.github.calls_to("DELETE", r".*")
+    assert ghapp.github.runners("org:acme") == [theirs]
+    assert ghapp.runner_jobs() == []  # nothing here: A's Job is coming
+    # A's Job appears; the reconciler's later attempt here finds it and leaves it
+    ghapp.kube.put_object("jobs", bare_job("ghapp-559", theirs["id"]))
+    await ghapp.github.deliver("workflow_job", ghapp.github.workflow_job_payload(559, "queued"))
+    await ghapp.settle()
+    assert not ghapp.github.calls_to("DELETE", r".*")
+    assert ghapp.github.runners("org:acme") == [theirs]
 
 
 @pytest.mark.parametrize(("status", "busy"), [("online", True), ("online", False)])
@@ -188,23 +231,19 @@ async def test_live_runner_with_the_name_is_left_alone(
     assert launched == 1
 
 
-async def test_job_left_without_secret_is_replaced(ghapp: Ghapp) -> None:
+async def test_job_left_without_secret_is_replaced(ghapp: Ghapp, clock: ManualClock) -> None:
     # An earlier attempt registered runner ghapp-557 and created its Job, then died before the Secret.
     old = ghapp.github.register_runner(scope="org:acme", name="ghapp-557", labels=PLAIN, status="offline")
+    an_hour_ago = datetime.fromtimestamp(clock.now() - 3600, UTC).isoformat()
     stale = ghapp.kube.put_object(
         "jobs",
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": "ghapp-557",
-                "namespace": NAMESPACE,
-                "annotations": {"ghapp/runner-id": str(old["id"])},
-            },
-            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
-        },
+        bare_job("ghapp-557", old["id"], creationTimestamp=an_hour_ago),  # past the grace: dead
     )
     await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=PLAIN, job_id=557)
+    await ghapp.settle()
+    assert ghapp.runner_jobs() == []  # the dead attempt's Job went; its runner, seen just now, waits
+    clock.advance(ghapp.services.settings.orphan_grace_seconds)
+    await ghapp.github.deliver("workflow_job", ghapp.github.workflow_job_payload(557, "queued"))
     await ghapp.settle()
 
     (runner,) = ghapp.github.runners("org:acme")
@@ -221,19 +260,7 @@ async def test_another_replicas_launch_of_the_same_job_is_left_to_win(ghapp: Gha
     # Replica A registered ghapp-558 and created its Job just after this replica looked for the Job:
     # the first lookup here answers 404, the Job exists when the name turns out to be taken.
     theirs = ghapp.github.register_runner(scope="org:acme", name="ghapp-558", labels=PLAIN, status="offline")
-    job = ghapp.kube.put_object(
-        "jobs",
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": "ghapp-558",
-                "namespace": NAMESPACE,
-                "annotations": {"ghapp/runner-id": str(theirs["id"])},
-            },
-            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
-        },
-    )
+    job = ghapp.kube.put_object("jobs", bare_job("ghapp-558", theirs["id"]))
     ghapp.kube.fail_next(1, status=404, verb="get", resource="jobs")
     await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=PLAIN, job_id=558)
     await ghapp.settle()

@@ -232,3 +232,64 @@ async def test_manual_clock_timeouts_fire_when_the_clock_reaches_them(clock: Man
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(task, 5)
     assert clock._deadlines == []
+
+
+# -- item 11: JIT races between replicas ------------------------------------------------------------------
+
+
+async def test_an_offline_runner_without_a_job_is_removed_only_once_seen_past_the_grace(
+    ghapp: Ghapp, github: FakeGitHub, clock: ManualClock
+) -> None:
+    # another replica registered a JIT runner and has not made its Job yet (or died doing so)
+    github.register_runner(scope="org:acme", name="ghapp-4444", labels=LINUX, status="offline")
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()  # (a runner Job in acme, so the pass looks at acme's runners)
+    first = await ghapp.services.reconciler.reconcile_once()
+    assert (first.orphan_runner_removed, first.errors) == (0, [])
+    assert "ghapp-4444" in {r["name"] for r in github.runners("org:acme")}
+
+    clock.advance(ghapp.services.settings.orphan_grace_seconds)
+    later = await ghapp.services.reconciler.reconcile_once()
+    assert (later.orphan_runner_removed, later.errors) == (1, [])
+    assert "ghapp-4444" not in {r["name"] for r in github.runners("org:acme")}
+
+
+GPU = ["self-hosted", "linux", "x64", "gpu"]
+
+
+async def one_job_waits(ghapp: Ghapp) -> tuple[int, int]:
+    """Fill the gpu pool (max_runners 2) and queue one more: (a running job's id, the waiting job's id)."""
+    first, second, waiting = [
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=GPU)
+        for _ in range(3)
+    ]
+    await ghapp.settle()
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{first}", f"ghapp-{second}"}
+    assert ghapp.services.launcher.is_known(waiting)
+    return first, waiting
+
+
+async def free_a_slot(ghapp: Ghapp, kube: KubeEmulator, running: int, waiting: int) -> None:
+    kube.finish_job(NAMESPACE, f"ghapp-{running}")  # capacity frees here
+    await wait_for(lambda: not ghapp.services.launcher.is_known(waiting), what="the waiting job's turn")
+    await ghapp.settle()
+
+
+async def test_a_waiting_job_that_completed_meanwhile_gets_no_runner(
+    ghapp: Ghapp, github: FakeGitHub, kube: KubeEmulator
+) -> None:
+    running, waiting = await one_job_waits(ghapp)
+    # the waiting job ran elsewhere and completed; its webhook went to another replica, not this one
+    github.cancel_job(waiting)
+    await free_a_slot(ghapp, kube, running, waiting)
+    assert f"ghapp-{waiting}" not in names(ghapp.runner_jobs())
+    (check,) = github.calls_to("GET", rf"/repos/acme/webapp/actions/jobs/{waiting}")
+    assert check.status == 200
+    skipped = ghapp.metric("ghapp_runners_launched_total", pool="gpu", outcome="skipped")
+    assert skipped == 1
+
+
+async def test_a_waiting_job_still_queued_gets_its_runner(ghapp: Ghapp, kube: KubeEmulator) -> None:
+    running, waiting = await one_job_waits(ghapp)
+    await free_a_slot(ghapp, kube, running, waiting)
+    assert f"ghapp-{waiting}" in names(ghapp.runner_jobs())
