@@ -120,7 +120,12 @@ async def start_services(
         app_id=settings.app_id, private_key_pem=Secret(settings.private_key.get_secret_value()), clock=clock
     )
     github = GitHubClient(
-        session=session, api_url=settings.github_api_url, app_auth=app_auth, clock=clock, metrics=metrics
+        session=session,
+        api_url=settings.github_api_url,
+        app_auth=app_auth,
+        clock=clock,
+        metrics=metrics,
+        cache_entries=settings.github_cache_entries,
     )
     kube = KubeClient(http=kube_http, namespace=settings.namespace, clock=clock, metrics=metrics)
     tasks = TaskSet()

@@ -27,19 +27,28 @@ class RateWindow:
 
 
 class Budget:
-    """Requests one scan may still make for one installation; each page of a listing takes one."""
+    """Requests one scan may still make for one installation; each page GitHub answers in full takes one.
+
+    A ``304 Not Modified`` answer (a conditional request whose listing did not change) costs nothing
+    against GitHub's primary rate limit, so it is counted apart (`unchanged`) and not spent.
+    """
 
     def __init__(self, requests: int) -> None:
         self.left = max(0, requests)
         self.spent = 0
+        self.unchanged = 0
 
-    def take(self) -> bool:
-        """Take one request; False (and nothing taken) when none is left."""
-        if self.left <= 0:
-            return False
+    def available(self) -> bool:
+        """Whether another request may be made (it might cost one)."""
+        return self.left > 0
+
+    def charge(self, *, unchanged: bool = False) -> None:
+        """Count a request made: spent, or free when GitHub answered 304."""
+        if unchanged:
+            self.unchanged += 1
+            return
         self.left -= 1
         self.spent += 1
-        return True
 
 
 class ScanBudgets:

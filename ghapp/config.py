@@ -250,6 +250,9 @@ class Settings(BaseModel):
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
     share of each window's limit, and of what remains when a pass starts)."""
+    github_cache_entries: Annotated[int, Field(ge=0)] = 5000
+    """GHAPP_GITHUB_CACHE_ENTRIES: GitHub answers kept for conditional requests (ETag; a 304 answer costs no
+    rate limit); 0: none."""
     activity_ttl_seconds: Annotated[float, Field(ge=60)] = 24 * 3600.0
     """GHAPP_ACTIVITY_TTL_SECONDS: how long a repository is scanned after ghapp last planned a runner for
     one of its jobs."""
@@ -418,6 +421,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_REDELIVERY_LOOKBACK_SECONDS": "redelivery_lookback_seconds",
     "GHAPP_RECONCILE_RATE_SHARE": "reconcile_rate_share",
     "GHAPP_ACTIVITY_TTL_SECONDS": "activity_ttl_seconds",
+    "GHAPP_GITHUB_CACHE_ENTRIES": "github_cache_entries",
     "GHAPP_IDLE_GRACE_SECONDS": "idle_grace_seconds",
     "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "registration_timeout_seconds",
     "GHAPP_ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",

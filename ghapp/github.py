@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import cachetools
 import gidgethub
 from gidgethub import aiohttp as gh_aiohttp
 
@@ -48,6 +49,9 @@ WORKFLOW_RUN_CACHE_SIZE: Final = 10_000
 """At most this many workflow runs' head repositories are remembered."""
 DELETED_REPOSITORY: Final = "(deleted repository)"
 """The head repository of a run whose head repository is gone (a deleted fork): never the base."""
+CACHE_ENTRIES: Final = 5000
+"""GitHub answers kept for conditional requests, by default (``GHAPP_GITHUB_CACHE_ENTRIES``)."""
+NOT_MODIFIED: Final = 304
 DEFAULT_RUNNER_GROUP_ID: Final = 1
 """The id of every organisation's default runner group; repository runners always join it."""
 
@@ -155,8 +159,14 @@ class GitHubClient:
         clock: Clock,
         metrics: Metrics,
         backoff: Backoff | None = None,
+        cache_entries: int = CACHE_ENTRIES,
     ) -> None:
-        self._api = _RecordingAPI(session, USER_AGENT, base_url=api_url)
+        # GETs send If-None-Match / If-Modified-Since for answers kept here; a 304 is served from it (and is
+        # not counted against the rate limit by GitHub)
+        cache: cachetools.LRUCache[str, Any] | None = (
+            cachetools.LRUCache(maxsize=cache_entries) if cache_entries else None
+        )
+        self._api = _RecordingAPI(session, USER_AGENT, base_url=api_url, cache=cache)
         self._app_auth = app_auth
         self._clock = clock
         self._metrics = metrics
@@ -355,7 +365,8 @@ class GitHubClient:
     ) -> list[dict[str, Any]]:
         """The `key` lists of every page of a listing, following ``Link: rel="next"`` as GitHub says to.
 
-        Each page takes one request from `budget`; when it has none left, `BudgetSpent` is raised.
+        Each page GitHub answers in full takes one request from `budget` (a page that did not change since
+        it was cached, 304, is free); when it has none left, `BudgetSpent` is raised.
         """
         found: list[dict[str, Any]] = []
         url: str | None = path
@@ -364,9 +375,11 @@ class GitHubClient:
         for _ in range(max_pages):
             if url is None:
                 break
-            if budget is not None and not budget.take():
+            if budget is not None and not budget.available():
                 raise BudgetSpent(f"the rate-limit budget ran out listing {endpoint}")
-            data, url = await self.request_page("GET", url, auth=auth, params=query, endpoint=endpoint)
+            data, url, status = await self._send("GET", url, auth=auth, params=query, endpoint=endpoint)
+            if budget is not None:
+                budget.charge(unchanged=status == NOT_MODIFIED)
             query = None  # the next page's URL carries the whole query
             items = data.get(key) if isinstance(data, dict) else None
             found.extend(item for item in items or [] if isinstance(item, dict))
@@ -441,6 +454,20 @@ class GitHubClient:
 
         `path` may be a next page's full URL; `endpoint` then names the listing for metrics.
         """
+        body, more, _ = await self._send(method, path, auth=auth, data=data, params=params, endpoint=endpoint)
+        return body, more
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Auth,
+        data: Any = b"",
+        params: Mapping[str, str | int] | None = None,
+        endpoint: str | None = None,
+    ) -> tuple[Any, str | None, int]:
+        """`request_page`, also returning the answer's status: 304 when a GET was served from the cache."""
         url = path
         if params:
             url += "?" + "&".join(f"{key}={value}" for key, value in params.items())
@@ -461,7 +488,7 @@ class GitHubClient:
             exchange = _Exchange()
             reset = _exchange.set(exchange)
             try:
-                body, more, _status = await self._api._make_request(
+                body, more, status = await self._api._make_request(
                     method,
                     url,
                     {},
@@ -471,7 +498,7 @@ class GitHubClient:
                     oauth_token=None if auth == "app" else credential.reveal(),
                 )
                 self._record(endpoint, exchange, bucket)
-                return body, more
+                return body, more, status
             except gidgethub.HTTPException as exc:
                 self._record(endpoint, exchange, bucket)
                 status = exc.status_code.value

@@ -656,3 +656,52 @@ async def test_ghes_base_path(keys: Keys, session: aiohttp.ClientSession) -> Non
         assert job["url"].startswith(url + "/repos/acme/app/")
     finally:
         await gh.close()
+
+
+async def test_etag_and_if_none_match_answer_304_without_counting_it(
+    session: aiohttp.ClientSession, api: GitHubAPI, fake: FakeGitHub, keys: Keys
+) -> None:
+    token = await _token(api, keys, ORG_INST)
+    fake.queue_job(installation_id=ORG_INST, repository="acme/app", labels=["self-hosted"])
+    url = f"{fake.api_url}/repos/acme/app/actions/runs?status=queued"
+    auth = {"Authorization": f"token {token}"}
+
+    async def get(**headers: str) -> tuple[int, dict[str, str], bytes]:
+        async with session.get(url, headers={**auth, **headers}) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+    status, first, body = await get()
+    assert status == 200
+    etag = first["etag"]
+    assert etag.startswith('W/"')
+    assert json.loads(body)["total_count"] == 1
+
+    status, again, body = await get(**{"If-None-Match": etag})
+    assert (status, body) == (304, b"")
+    assert again["etag"] == etag
+    assert again["x-ratelimit-remaining"] == first["x-ratelimit-remaining"]  # a 304 is not counted
+    assert again["x-ratelimit-used"] == first["x-ratelimit-used"]
+    assert [c.status for c in fake.not_modified()] == [304]
+    assert (await get(**{"If-None-Match": etag.removeprefix("W/")}))[0] == 304  # weak comparison
+    assert (await get(**{"If-None-Match": 'W/"other"'}))[0] == 200  # another version: counted in full
+
+    # the listing changes: the old tag no longer matches, the answer carries a new one
+    fake.queue_job(installation_id=ORG_INST, repository="acme/app", labels=["self-hosted"])
+    status, changed, body = await get(**{"If-None-Match": etag})
+    assert status == 200
+    assert changed["etag"] != etag
+    assert json.loads(body)["total_count"] == 2
+    assert int(changed["x-ratelimit-remaining"]) == int(first["x-ratelimit-remaining"]) - 2
+
+
+async def test_gidgethub_cache_serves_304s_from_the_fake(
+    session: aiohttp.ClientSession, fake: FakeGitHub, keys: Keys
+) -> None:
+    cached = GitHubAPI(session, "test", base_url=fake.api_url, cache={})
+    token = await _token(cached, keys, ORG_INST)
+    for i in range(2):
+        fake.register_runner(scope="org:acme", name=f"r{i}", labels=["self-hosted"])
+    first = await cached.getitem("/orgs/acme/actions/runners", oauth_token=token)
+    second = await cached.getitem("/orgs/acme/actions/runners", oauth_token=token)
+    assert second == first
+    assert [c.status for c in fake.calls_to("GET", r"/orgs/acme/actions/runners")] == [200, 304]

@@ -91,8 +91,9 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
         )["id"]
     await ghapp.settle()
 
-    def scan_calls() -> int:
-        return len(github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?"))
+    def scan_calls(status: int | None = None) -> int:
+        calls = github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?")
+        return len([c for c in calls if status is None or c.status == status])
 
     reconcile = ghapp.services.reconciler.reconcile_once
     first = await reconcile()  # 9 requests (share of what remains): r0 and r1 in full (4 each), then r2 stops
@@ -101,15 +102,20 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories[:2]}
     assert f"ghapp-{lost['acme/r2']}" not in names(ghapp.runner_jobs())
 
-    second = await reconcile()  # the window's allowance has one request left: r2 again, then nothing
-    assert (scan_calls(), second.repositories_deferred) == (10, 4)
-    third = await reconcile()  # and then none until GitHub's window resets
-    assert (scan_calls(), third.repositories_deferred, third.launched) == (10, 4, 0)
+    # the window's allowance has one request left: r2's queued runs have not changed (a free 304), its
+    # in-progress runs take the last request, and then nothing
+    second = await reconcile()
+    assert (scan_calls(), second.repositories_deferred, scan_calls(304)) == (11, 4, 1)
+    third = await reconcile()  # and then no request at all until GitHub's window resets
+    assert (scan_calls(), third.repositories_deferred, third.launched) == (11, 4, 0)
 
     clock.advance(3601)  # a new window: the scan goes on with r2 and r3, not from the start
     fourth = await reconcile()
     await ghapp.settle()
-    assert (scan_calls(), fourth.repositories_deferred, fourth.launched, fourth.errors) == (20, 2, 2, [])
+    assert (fourth.repositories_deferred, fourth.launched, fourth.errors) == (0, 2, [])
+    # r2's jobs and all of r3 cost 6 requests; r0 and r1 did not change since the first pass: 8 free 304s
+    assert scan_calls() == 11 + 16
+    assert scan_calls(304) == 1 + 2 + 8
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories}
 
 
@@ -159,3 +165,30 @@ async def test_only_jobs_ghapp_plans_a_runner_for_make_a_repository_scanned(
     assert report.errors == []
     scanned = {c.path for c in github.calls if c.path.endswith("/actions/runs")}
     assert scanned == {"/repos/acme/webapp/actions/runs"}
+
+
+async def test_a_pass_over_unchanged_listings_pays_nothing_and_still_sees_a_change(
+    ghapp: Ghapp, github: FakeGitHub
+) -> None:
+    first = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    await ghapp.services.reconciler.reconcile_once()
+    window = github.installation_rate_used(ORG_INSTALLATION)
+
+    quiet = await ghapp.services.reconciler.reconcile_once()  # nothing changed: every listing answers 304
+    assert quiet.errors == []
+    assert github.installation_rate_used(ORG_INSTALLATION) == window
+    listings = github.calls_to("GET", r"/repos/acme/webapp/actions/runs(/\d+/jobs)?")
+    assert [c.status for c in listings[-3:]] == [304, 304, 304]
+    runs = "/repos/{owner}/{repo}/actions/runs"
+    assert ghapp.metric("ghapp_github_requests_total", endpoint=runs, status="304") == 2
+
+    # a second job of the run (whose webhook is lost) changes the run's jobs: the next pass sees it
+    run_id = github.job(first)["run_id"]
+    second = github.queue_job(
+        installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX, run_id=run_id
+    )["id"]
+    report = await ghapp.services.reconciler.reconcile_once()
+    await ghapp.settle()
+    assert (report.errors, report.launched) == ([], 1)
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{first}", f"ghapp-{second}"}

@@ -297,6 +297,18 @@ class _Route:
     handler: Handler
 
 
+def _etag(body: Any) -> str:
+    """A weak entity tag of a JSON answer, as GitHub sends on GETs (it changes when the content does)."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f'W/"{digest[:32]}"'
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header (``W/"a", "b"``); weak comparison ignores ``W/``."""
+    tags = {tag.strip() for tag in header.split(",") if tag.strip()}
+    return tags | {f"W/{tag}" for tag in tags if not tag.startswith("W/")}
+
+
 # ------------------------------------------------------------------------------------------------ fake
 class FakeGitHub:
     """A stateful fake GitHub (REST API + webhook sender) for one GitHub App."""
@@ -779,7 +791,7 @@ class FakeGitHub:
             "workflow_url": f"{api_repo}/actions/workflows/161335",
             "head_commit": {
                 "id": run.head_sha,
-                "tree_id": self._hex(40),
+                "tree_id": hashlib.sha1(run.head_sha.encode()).hexdigest(),
                 "message": "Update",
                 "timestamp": created,
                 "author": {"name": "Octo Cat", "email": "octocat@example.com"},
@@ -995,6 +1007,10 @@ class FakeGitHub:
         """
         self._skipped_in_listings[name] = count
 
+    def installation_rate_used(self, installation_id: int) -> int:
+        """Requests counted against an installation's primary rate limit in the current window."""
+        return self._bucket(("installation", installation_id)).used
+
     def revoke_token(self, token: str) -> None:
         """Revoke an installation token: later use answers 401 Bad credentials."""
         self._tokens[token].revoked = True
@@ -1006,6 +1022,10 @@ class FakeGitHub:
             tok.expires_at = min(tok.expires_at, now)
 
     # ------------------------------------------------------------------------------------- records
+    def not_modified(self) -> list[Call]:
+        """Conditional GETs answered 304 Not Modified (GitHub does not count them against the rate limit)."""
+        return [c for c in self.calls if c.status == 304]
+
     def calls_to(self, method: str, path_pattern: str) -> list[Call]:
         """Calls with ``method`` whose path (without base path) fully matches the regex ``path_pattern``."""
         rx = re.compile(path_pattern)
@@ -1206,6 +1226,16 @@ class FakeGitHub:
             result = await route.handler(ctx)
         except _Reply as reply:
             result = _Result(reply.status, error_body(reply.message, reply.status), reply.headers)
+        if request.method == "GET" and result.status == 200 and result.body is not None:
+            etag = _etag(result.body)
+            if etag in _etags(request.headers.get("If-None-Match", "")):
+                # unchanged since the client's copy: 304, no body, and (authorised) not counted
+                if counts:
+                    bucket.remaining += 1
+                rate = self._rate_headers(bucket)
+                result = _Result(304, None, {"ETag": etag})
+            else:
+                result.headers = {**result.headers, "ETag": etag}
         result.headers = {**rate, **result.headers}
         return result
 
