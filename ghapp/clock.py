@@ -76,6 +76,34 @@ class ManualClock:
                 self._deadlines.remove(deadline)
 
 
+@dataclass(slots=True)
+class HeldClock:
+    """A clock that only moves when told to; `sleep` records the wait and returns only once `advance` has
+    moved time past its end (for tests that must see what happens while something waits)."""
+
+    current: float = 1_700_000_000.0
+    sleeps: list[float] = field(default_factory=list)
+    _sleepers: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        end = self.current + max(0.0, seconds)
+        while self.current < end:
+            woken = asyncio.get_running_loop().create_future()
+            self._sleepers.append(woken)
+            await woken
+
+    def advance(self, seconds: float) -> None:
+        self.current += seconds
+        sleepers, self._sleepers = self._sleepers, []
+        for woken in sleepers:
+            if not woken.done():
+                woken.set_result(None)
+
+
 def parse_timestamp(value: str) -> float:
     """An ISO 8601 timestamp as GitHub writes it (``2026-01-01T00:00:00Z``) to epoch seconds."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

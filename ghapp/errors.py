@@ -45,6 +45,18 @@ class BudgetSpent(GhappError):
     """A listing stopped before its end: the rate-limit budget of this pass is spent."""
 
 
+class RateLimited(GitHubError):
+    """GitHub asks to wait (a primary or secondary rate limit) and the caller chose not to wait inside the
+    call (`ghapp.github.no_rate_limit_waits`): it waits `retry_after` seconds itself, holding nothing."""
+
+    def __init__(
+        self, message: str, *, retry_after: float, bucket: str, status: int | None = None, endpoint: str = ""
+    ) -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
+        self.retry_after = retry_after
+        self.bucket = bucket
+
+
 class KubernetesError(GhappError):
     """A Kubernetes API call failed after the retries it was allowed."""
 

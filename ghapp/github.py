@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +25,7 @@ from ghapp.auth import AppAuth, InstallationTokens
 from ghapp.budget import DEFAULT_LIMIT, Budget, RateWindow
 from ghapp.cache import Expiring, ExpiringCache
 from ghapp.clock import Clock, parse_timestamp
-from ghapp.errors import BudgetSpent, GitHubError, InstallationGone, RunnerGroupNotFound
+from ghapp.errors import BudgetSpent, GitHubError, InstallationGone, RateLimited, RunnerGroupNotFound
 from ghapp.metrics import Metrics
 from ghapp.planner import RunnerScope
 from ghapp.retry import Backoff
@@ -97,6 +98,22 @@ class _RecordingAPI(gh_aiohttp.GitHubAPI):
             exchange.status = status
             exchange.headers = response_headers
         return status, response_headers, data
+
+
+_raise_rate_limits: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ghapp_raise_rate_limits", default=False
+)
+
+
+@contextmanager
+def no_rate_limit_waits() -> Iterator[None]:
+    """Within this block a rate limit raises `RateLimited` at once instead of waiting inside the call, so a
+    caller holding something (a launch slot) can let go of it before it waits."""
+    reset = _raise_rate_limits.set(True)
+    try:
+        yield
+    finally:
+        _raise_rate_limits.reset(reset)
 
 
 Auth = Literal["app"] | int
@@ -478,6 +495,13 @@ class GitHubClient:
         while True:
             attempt += 1
             wait = self.rate_limits.wait_needed(bucket, self._clock.now())
+            if wait and _raise_rate_limits.get():
+                raise RateLimited(
+                    f"GitHub rate limit of {bucket} used up; not calling {method} {endpoint}",
+                    retry_after=wait,
+                    bucket=bucket,
+                    endpoint=endpoint,
+                )
             if wait:
                 log.warning(
                     "GitHub rate limit used up; waiting for the reset",
@@ -510,6 +534,14 @@ class GitHubClient:
                     reminted = True
                     continue
                 delay = self._retry_delay(status, exc.headers or {}, _message(exc), attempt)
+                if delay is not None and status in (403, 429) and _raise_rate_limits.get():
+                    raise RateLimited(
+                        f"GitHub answered {status} to {method} {endpoint}: {_message(exc)}",
+                        retry_after=delay,
+                        bucket=bucket,
+                        status=status,
+                        endpoint=endpoint,
+                    ) from None
                 if delay is None or attempt >= self._backoff.attempts:
                     raise GitHubError(
                         f"GitHub answered {status} to {method} {endpoint}: {_message(exc)}",

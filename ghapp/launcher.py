@@ -3,6 +3,10 @@
 Registration-token pools share one cached token per org / repo. JIT pools get one runner registration per
 job from GitHub (``generate-jitconfig``), made only after checking the cluster has no runner Job for the
 job yet, so that a redelivered webhook never registers (or replaces) a runner twice.
+
+A launch that meets a GitHub rate limit lets go of its launch slot and its capacity reservation, waits out
+the limit (one wait per installation, shared by its launches), then goes through capacity again: an
+installation at its limit never holds up another installation's launches.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Literal
 from ghapp import logs, manifests
 from ghapp.clock import Clock
 from ghapp.config import Settings
-from ghapp.errors import GhappError, GitHubError, RunnerGroupNotFound, RunnerNameTaken
-from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig
+from ghapp.errors import GhappError, GitHubError, RateLimited, RunnerGroupNotFound, RunnerNameTaken
+from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig, no_rate_limit_waits
 from ghapp.inventory import Inventory, RunnerJob
 from ghapp.kube import KubeClient, age
 from ghapp.limiter import Limiter
@@ -27,7 +31,7 @@ from ghapp.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["created", "exists", "failed", "skipped"]
+Outcome = Literal["created", "exists", "failed", "skipped", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Launcher:
         self._launching: set[str] = set()  # runner names being created
         self._unknown_groups: set[tuple[str, str]] = set()
         self._slots = asyncio.Semaphore(settings.launch_concurrency)
+        self._cooldowns: dict[str, asyncio.Task[None]] = {}  # rate-limit bucket → the wait for its reset
         inventory.subscribe(self.pump)
 
     def submit(self, plan: RunnerPlan, *, received_at: float) -> None:
@@ -112,10 +117,11 @@ class Launcher:
         self._inflight[plan.workflow_job_id] = task
         self._launching.add(plan.name)
 
-        def done(_: asyncio.Task[LaunchResult]) -> None:
-            self._inflight.pop(plan.workflow_job_id, None)
-            self._launching.discard(plan.name)
-            self._limiter.release(plan)
+        def done(finished: asyncio.Task[LaunchResult]) -> None:
+            if self._inflight.get(plan.workflow_job_id) is finished:  # not a later launch of the same job
+                del self._inflight[plan.workflow_job_id]
+                self._launching.discard(plan.name)
+                self._limiter.release(plan)
             self.pump()
 
         task.add_done_callback(done)
@@ -149,15 +155,24 @@ class Launcher:
             workflow_job_id=plan.workflow_job_id,
             pool=plan.pool.name,
         ):
-            if recheck and not await self._still_queued(plan):
-                self._metrics.runners_launched.labels(plan.pool.name, "skipped").inc()
-                log.info("the waiting job is no longer queued; no runner for it", extra={"job": plan.name})
-                return LaunchResult("skipped", plan.name)
+            if recheck:
+                with no_rate_limit_waits():  # a rate limit must not hold the capacity reserved for it
+                    queued = await self._still_queued(plan)
+                if not queued:
+                    self._metrics.runners_launched.labels(plan.pool.name, "skipped").inc()
+                    log.info(
+                        "the waiting job is no longer queued; no runner for it", extra={"job": plan.name}
+                    )
+                    return LaunchResult("skipped", plan.name)
             try:
                 async with self._slots:
-                    outcome = await (
-                        self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan)
-                    )
+                    with no_rate_limit_waits():
+                        outcome = await (
+                            self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan)
+                        )
+            except RateLimited as exc:
+                await self._wait_out(plan, exc, received_at=received_at)
+                return LaunchResult("deferred", plan.name)
             except RunnerGroupNotFound as exc:
                 self._metrics.jobs_skipped.labels("unknown-runner-group").inc()
                 if (exc.org.lower(), exc.group.lower()) not in self._unknown_groups:
@@ -190,6 +205,36 @@ class Launcher:
             log.warning("could not re-check a waiting job; launching anyway: %s", exc)
             return True
         return bool(job.get("status", "queued") == "queued")
+
+    async def _wait_out(self, plan: RunnerPlan, limit: RateLimited, *, received_at: float) -> None:
+        """Wait out a rate limit holding neither a launch slot nor capacity (other installations' launches go
+        on meanwhile), then queue the plan again in its fair turn."""
+        self._limiter.release(plan)
+        self.pump()
+        self._metrics.runners_launched.labels(plan.pool.name, "deferred").inc()
+        log.warning(
+            "GitHub rate limit; the launch waits without holding a slot: %s",
+            limit,
+            extra={"seconds": round(limit.retry_after, 1)},
+        )
+        await self._cool_down(limit.bucket, limit.retry_after)
+        self._waiting[plan.workflow_job_id] = received_at
+        self._limiter.enqueue(plan)
+        self.pump()  # from inside this launch, so that its successor starts before it ends
+
+    async def _cool_down(self, bucket: str, seconds: float) -> None:
+        """Wait until `bucket`'s rate limit has passed; launches limited by the same bucket share one wait."""
+        wait = self._cooldowns.get(bucket)
+        if wait is None or wait.done():
+            wait = self._tasks.spawn(self._clock.sleep(seconds), name=f"rate-limit-{bucket}")
+            self._cooldowns[bucket] = wait
+
+            def ended(task: asyncio.Task[None]) -> None:
+                if self._cooldowns.get(bucket) is task:
+                    del self._cooldowns[bucket]
+
+            wait.add_done_callback(ended)
+        await asyncio.shield(wait)
 
     async def _create(self, plan: RunnerPlan) -> Outcome:
         credential = await self._github.registration_token(

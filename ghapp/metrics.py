@@ -31,7 +31,7 @@ class Metrics:
         )
         self.runners_launched = Counter(
             "ghapp_runners_launched",
-            "Runner launches, by pool and outcome (created, exists, failed).",
+            "Runner launches, by pool and outcome (created, exists, failed, deferred by a rate limit).",
             ["pool", "outcome"],
             registry=r,
         )
