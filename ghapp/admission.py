@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ghapp import planner, policy
-from ghapp.config import Settings
+from ghapp.config import Pool, Settings
 from ghapp.errors import GitHubError
 from ghapp.github import GitHubClient
 from ghapp.metrics import Metrics
@@ -27,14 +27,15 @@ class Admission:
         self._metrics = metrics
         self._refused_installations: set[int] = set()
 
-    async def plan(self, job: WorkflowJob) -> planner.RunnerPlan | planner.Skip:
-        """The runner plan for `job`, or why not. Facts GitHub cannot give make the rule refuse."""
+    async def plan(self, job: WorkflowJob, *, pool: Pool | None = None) -> planner.RunnerPlan | planner.Skip:
+        """The runner plan for `job` (in `pool`, when given), or why not. Facts GitHub cannot give make the
+        rule refuse."""
         app_owner = await self._app_owner()
         account = policy.account_verdict(
             job.repository.owner, allowed=self.settings.allowed_accounts, app_owner=app_owner
         )
         head_repository = None
-        candidates = planner.matching_pools(job.labels, self.settings.pools)
+        candidates = [pool] if pool is not None else planner.matching_pools(job.labels, self.settings.pools)
         if account is None and policy.needs_head_repository(job, candidates):
             try:
                 head_repository = await self._github.head_repository(
@@ -45,7 +46,7 @@ class Admission:
             except GitHubError as exc:
                 log.error("could not look up the workflow run for the fork rule: %s", exc)
         facts = policy.Facts(app_owner=app_owner, head_repository=head_repository)
-        return planner.plan(job, self.settings, facts=facts)
+        return planner.plan(job, self.settings, facts=facts, pool=pool)
 
     def refused(self, job: WorkflowJob, skip: planner.Skip) -> None:
         """Count and log a refusal; an account's refusal is logged once per installation."""

@@ -78,6 +78,7 @@ async def on_in_progress(event: sansio.Event, ctx: Context) -> None:
     job = _parse(event, ctx)
     if job is not None:
         log.info("runner took the job", extra={"runner_name": job.runner_name, "runner_id": job.runner_id})
+        await _ran(job, ctx)
 
 
 @workflow_jobs.register("workflow_job", action="completed")
@@ -85,22 +86,27 @@ async def on_completed(event: sansio.Event, ctx: Context) -> None:
     job = _parse(event, ctx)
     if job is None:
         return
-    ctx.launcher.cancel(job.id)
+    log.info(
+        "job completed",
+        extra={"conclusion": job.conclusion, "runner_name": job.runner_name, "runner_id": job.runner_id},
+    )
     if job.runner_name:
-        log.info(
-            "job completed",
-            extra={"conclusion": job.conclusion, "runner_name": job.runner_name, "runner_id": job.runner_id},
-        )
+        await _ran(job, ctx)  # again: the in_progress webhook may have been lost
+    else:
+        ctx.launcher.cancel(job.id)  # cancelled (or failed) before any runner took it
+
+
+async def _ran(job: WorkflowJob, ctx: Context) -> None:
+    """A runner took `job`: if it was started for another job, that job must not lose its place."""
+    replace = ctx.launcher.ran(job)
+    if replace is None:
         return
-    # Cancelled (or failed) before any runner took it: the runner started for it is now surplus (the
-    # reconciler removes it once it has been idle for the grace period).
-    runner_job = ctx.launcher.runner_job_for(job.id)
-    if runner_job is not None:
-        ctx.metrics.surplus_runners.labels(runner_job.pool).inc()
-        log.info(
-            "job completed without a runner; its runner is surplus",
-            extra={"conclusion": job.conclusion, "pool": runner_job.pool, "job": runner_job.name},
-        )
+    pool = ctx.launcher.pool(replace.place[0]) if replace.place is not None else None
+    match await ctx.admission.plan(job, pool=pool):
+        case planner.RunnerPlan() as plan if replace.place is None or plan.scope.key == replace.place[1]:
+            ctx.launcher.submit(plan, received_at=ctx.received_at, serves=replace.serves)
+        case _:
+            log.warning("job %s lost its runner; the reconciler will find it", replace.serves)
 
 
 @workflow_jobs.register("workflow_job", action="waiting")

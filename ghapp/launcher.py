@@ -7,6 +7,10 @@ job yet, so that a redelivered webhook never registers (or replaces) a runner tw
 A launch that meets a GitHub rate limit lets go of its launch slot and its capacity reservation, waits out
 the limit (one wait per installation, shared by its launches), then goes through capacity again: an
 installation at its limit never holds up another installation's launches.
+
+Runners are not bound to jobs: when a job runs on the runner started for another, `ran` keeps the demand
+right (see `ghapp.demand`): the entry or runner that stood for the job that ran stands for the other job
+from then on, so a job that still waits keeps its place in the queue.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from ghapp import logs, manifests
+from ghapp import logs, manifests, planner
 from ghapp.clock import Clock
-from ghapp.config import Settings
+from ghapp.config import Pool, Settings
+from ghapp.demand import Demand, Moved, Place, Replace
 from ghapp.errors import GhappError, GitHubError, RateLimited, RunnerGroupNotFound, RunnerNameTaken
 from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig, no_rate_limit_waits
-from ghapp.inventory import Inventory, RunnerJob
+from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient, age
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
+from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerPlan
 from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
@@ -73,17 +79,34 @@ class Launcher:
         self._sightings = sightings
         self._inflight: dict[int, asyncio.Task[LaunchResult]] = {}
         self._waiting: dict[int, float] = {}  # workflow job id → when its webhook arrived
+        self._plans: dict[int, RunnerPlan] = {}  # plans waiting or launching, by workflow job id
+        self._demand = Demand()
         self._launching: set[str] = set()  # runner names being created
         self._unknown_groups: set[tuple[str, str]] = set()
         self._slots = asyncio.Semaphore(settings.launch_concurrency)
         self._cooldowns: dict[str, asyncio.Task[None]] = {}  # rate-limit bucket → the wait for its reset
         inventory.subscribe(self.pump)
 
-    def submit(self, plan: RunnerPlan, *, received_at: float) -> None:
-        """Launch `plan` now if its pool has room, else queue it; a job launching or waiting is ignored."""
+    def submit(self, plan: RunnerPlan, *, received_at: float, serves: int | None = None) -> None:
+        """Launch `plan` now if its pool has room, else queue it; a job launching or waiting is ignored, and
+        so is a job another entry or runner stands for. With `serves`, the runner stands for that job (whose
+        runner another job took) from the start."""
         job_id = plan.workflow_job_id
         if job_id in self._inflight or job_id in self._waiting:
             return
+        if serves is None:
+            if self._demand.token_for(job_id, where=self._where) not in (None, job_id):
+                return
+        elif plan.name in self._inventory.jobs:
+            log.warning(
+                "job %s lost its runner and the name %s is taken; the reconciler will find the job",
+                serves,
+                plan.name,
+            )
+            return
+        else:
+            self._demand.link(job_id, serves)
+        self._plans[job_id] = plan
         if self._limiter.has_room(plan.pool.name):
             self._limiter.reserve(plan)
             self._start(plan, received_at)
@@ -94,10 +117,80 @@ class Launcher:
         log.info("pool at capacity; job waits", extra={"pool": plan.pool.name, "job": plan.name})
 
     def cancel(self, workflow_job_id: int) -> None:
-        """A waiting job no longer needs a runner (it completed or was cancelled)."""
-        if self._waiting.pop(workflow_job_id, None) is not None:
-            self._limiter.discard(workflow_job_id)
-            self._update_queue_metrics()
+        """A job no longer needs a runner (it completed without one, or ran on a runner not ghapp's): the
+        entry that stood for it leaves the queue; a runner that stood for it is surplus."""
+        token = self._demand.done(workflow_job_id, where=self._where)
+        if token is None or self._drop_waiting(token):
+            return
+        runner_job = self._inventory.jobs.get(self._name(token))
+        if runner_job is not None and runner_job.active:
+            # the reconciler removes it once it has been idle for the grace period (unless a job takes it)
+            self._metrics.surplus_runners.labels(runner_job.pool).inc()
+            log.info(
+                "job needs no runner any more; its runner is surplus",
+                extra={"pool": runner_job.pool, "job": runner_job.name},
+            )
+
+    def ran(self, job: WorkflowJob) -> Replace | None:
+        """`job` was taken by the runner `job.runner_name` (``in_progress`` / ``completed``; idempotent).
+
+        On the runner started for another job, that job still waits: what stood for `job` stands for it now.
+        Returned: the job's runner needs replacing by a runner planned for `job` in the place given (the
+        caller plans it and calls `submit` with `serves`).
+        """
+        runner = planner.job_id_of(job.runner_name or "", prefix=self.settings.runner_prefix)
+        if runner is None:
+            self.cancel(job.id)  # a runner that is not ghapp's
+            return None
+        outcome = self._demand.ran(
+            job_id=job.id, runner=runner, runner_place=self._runner_place(runner), where=self._where
+        )
+        match outcome:
+            case Moved(token, serves):
+                log.info(
+                    "job took the runner of job %s; what stood for this job stands for that one now",
+                    serves,
+                    extra={"runner_name": job.runner_name, "stand_in": self._name(token)},
+                )
+            case Replace(serves=serves, freed=freed):
+                if freed is not None:
+                    self._drop_waiting(freed)
+                log.info(
+                    "job took the runner of job %s, and nothing stood for this job: replacing that runner",
+                    serves,
+                    extra={"runner_name": job.runner_name},
+                )
+                return outcome
+        return None
+
+    def pool(self, name: str) -> Pool | None:
+        """The pool called `name` in the settings."""
+        return next((pool for pool in self.settings.pools if pool.name == name), None)
+
+    def _drop_waiting(self, token: int) -> bool:
+        """Take the entry of `token` out of the queue; False if it was not waiting."""
+        if self._waiting.pop(token, None) is None:
+            return False
+        self._plans.pop(token, None)
+        self._limiter.discard(token)
+        self._update_queue_metrics()
+        return True
+
+    def _name(self, token: int) -> str:
+        return planner.runner_name(prefix=self.settings.runner_prefix, workflow_job_id=token)
+
+    def _where(self, token: int) -> Place | None:
+        """Where the entry, launch or active runner Job of `token` is (None if it has none)."""
+        plan = self._plans.get(token)
+        if plan is not None:
+            return plan.pool.name, plan.scope.key
+        job = self._inventory.jobs.get(self._name(token))
+        return (job.pool, job.scope) if job is not None and job.active else None
+
+    def _runner_place(self, token: int) -> Place | None:
+        """Where the runner of `token` was started, finished or not (None if ghapp no longer knows)."""
+        job = self._inventory.jobs.get(self._name(token))
+        return (job.pool, job.scope) if job is not None else self._where(token)
 
     def pump(self) -> None:
         """Start waiting jobs for which there is room now (called whenever capacity may have freed)."""
@@ -122,6 +215,8 @@ class Launcher:
                 del self._inflight[plan.workflow_job_id]
                 self._launching.discard(plan.name)
                 self._limiter.release(plan)
+                if plan.workflow_job_id not in self._waiting:
+                    self._plans.pop(plan.workflow_job_id, None)
             self.pump()
 
         task.add_done_callback(done)
@@ -132,12 +227,17 @@ class Launcher:
         return len(self._inflight) + len(self._waiting)
 
     def is_known(self, workflow_job_id: int) -> bool:
-        """True if this job is launching or waiting here."""
-        return workflow_job_id in self._inflight or workflow_job_id in self._waiting
+        """True if this job is launching or waiting here, or another entry or runner stands for it."""
+        return (
+            workflow_job_id in self._inflight
+            or workflow_job_id in self._waiting
+            or self._demand.token_for(workflow_job_id, where=self._where) not in (None, workflow_job_id)
+        )
 
-    def runner_job_for(self, workflow_job_id: int) -> RunnerJob | None:
-        """The runner Job started for a workflow job, as the cluster last showed it."""
-        return self._inventory.by_workflow_job(workflow_job_id)
+    def serves(self, plan: RunnerPlan) -> int:
+        """The workflow job that `plan`'s runner stands for now (its own, unless another job took the runner
+        started for that one): check this job, not the plan's, before launching a waiting entry."""
+        return self._demand.serves(plan.workflow_job_id)
 
     def is_launching(self, name: str) -> bool:
         """True while the runner called `name` is being created here (its objects may be half made)."""
@@ -155,7 +255,9 @@ class Launcher:
             workflow_job_id=plan.workflow_job_id,
             pool=plan.pool.name,
         ):
-            if recheck:
+            # An entry that stands for another job (whose runner the plan's own job took) is not re-checked by
+            # its own job, which ran: the webhooks said which job it serves.
+            if recheck and self.serves(plan) == plan.workflow_job_id:
                 with no_rate_limit_waits():  # a rate limit must not hold the capacity reserved for it
                     queued = await self._still_queued(plan)
                 if not queued:

@@ -103,6 +103,12 @@ def runner_name(*, prefix: str, workflow_job_id: int) -> str:
     return f"{prefix}-{workflow_job_id}"
 
 
+def job_id_of(name: str, *, prefix: str) -> int | None:
+    """The workflow job id in a runner name made by `runner_name`; None for a name ghapp did not make."""
+    head, _, digits = name.rpartition("-")
+    return int(digits) if head == prefix and digits.isdigit() else None
+
+
 def matching_pools(labels: Sequence[str], pools: Sequence[Pool]) -> list[Pool]:
     """The pools (file order) whose labels include every label of the job, case-insensitively."""
     wanted = {label.lower() for label in labels}
