@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
+
+T = TypeVar("T")
 
 Place = tuple[str, str]
 """(pool name, scope key): where a runner can serve jobs."""
@@ -56,14 +58,21 @@ class Demand:
         self._serves: OrderedDict[int, int] = OrderedDict()  # token → job it stands for (not its own)
         self._served_by: dict[int, int] = {}  # the reverse: job → token standing for it
         self._used: OrderedDict[int, int] = OrderedDict()  # token whose runner took a job → that job
+        self._settled: OrderedDict[int, None] = OrderedDict()  # jobs that need no runner any more
 
     def serves(self, token: int) -> int:
         """The job `token` stands for now."""
         return self._serves.get(token, token)
 
+    def settled(self, job_id: int) -> bool:
+        """True once `job_id` needs no runner: it ran, or ended without one."""
+        return job_id in self._settled
+
     def token_for(self, job_id: int, *, where: Where) -> int | None:
         """The token that stands for `job_id` and still exists, or None."""
         token = self._served_by.get(job_id)
+        if job_id in self._settled:
+            return None
         if token is None and job_id not in self._serves and job_id not in self._used:
             token = job_id
         return token if token is not None and where(token) is not None else None
@@ -75,15 +84,13 @@ class Demand:
         known); idempotent."""
         if self._used.get(runner) == job_id:
             return None  # told already (``in_progress``, then ``completed``)
-        self._used[runner] = job_id
-        self._used.move_to_end(runner)
-        while len(self._used) > self._max:
-            self._used.popitem(last=False)
+        self._remember(self._used, runner, job_id)
         served = self._unlink(runner)
+        token = self.token_for(job_id, where=where)
+        self._remember(self._settled, job_id, None)
         if served == job_id:
             return None
         place = runner_place
-        token = self.token_for(job_id, where=where)
         if token is not None and (place is None or where(token) == place):
             self.link(token, served)
             return Moved(token, served)
@@ -97,6 +104,7 @@ class Demand:
         token = self.token_for(job_id, where=where)
         if token is not None:
             self._unlink(token)
+        self._remember(self._settled, job_id, None)  # told again (in_progress, then completed): nothing
         return token
 
     def link(self, token: int, serves: int) -> None:
@@ -112,6 +120,12 @@ class Demand:
         while len(self._serves) > self._max:
             _, job = self._serves.popitem(last=False)
             self._served_by.pop(job, None)
+
+    def _remember(self, table: OrderedDict[int, T], key: int, value: T) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self._max:
+            table.popitem(last=False)
 
     def _unlink(self, token: int) -> int:
         """Make `token` stand for nothing else; return the job it stood for."""

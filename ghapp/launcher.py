@@ -95,6 +95,8 @@ class Launcher:
         if job_id in self._inflight or job_id in self._waiting:
             return
         if serves is None:
+            if self._demand.settled(job_id):
+                return  # it ran already (a late or redelivered webhook)
             if self._demand.token_for(job_id, where=self._where) not in (None, job_id):
                 return
         elif plan.name in self._inventory.jobs:
@@ -320,6 +322,9 @@ class Launcher:
             extra={"seconds": round(limit.retry_after, 1)},
         )
         await self._cool_down(limit.bucket, limit.retry_after)
+        if self._demand.settled(self._demand.serves(plan.workflow_job_id)):
+            log.info("the job needs no runner any more; not launching after the rate limit")
+            return
         self._waiting[plan.workflow_job_id] = received_at
         self._limiter.enqueue(plan)
         self.pump()  # from inside this launch, so that its successor starts before it ends

@@ -175,9 +175,40 @@ def test_demand_forgets_a_job_that_needs_no_runner_and_stays_bounded() -> None:
     demand.ran(job_id=2, runner=1, runner_place=LINUX_ACME, where=places.get)
     assert demand.done(1, where=places.get) == 2  # job 1 was cancelled: the entry 2 stood for it
     assert demand.serves(2) == 2
+    assert demand.done(1, where=places.get) is None  # told again: nothing more is freed
+    assert demand.done(2, where=places.get) is None  # job 2 ran: its entry (now free) stands for no one
     for job_id in range(100, 200):
         demand.link(job_id, job_id + 1000)
         demand.ran(job_id=job_id, runner=job_id, runner_place=None, where=places.get)
     assert len(demand._serves) <= 3
     assert len(demand._used) <= 3
     assert len(demand._served_by) <= 3
+
+
+async def test_a_job_that_ends_while_its_launch_waits_out_a_rate_limit_gets_no_runner(
+    ghapp: Ghapp, clock: HeldClock
+) -> None:
+    ghapp.github.set_rate_limit(installation_id=ORG_INSTALLATION, remaining=0, reset_in=600)
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await wait_for(lambda: len(clock.sleeps) == 1, what="the launch waiting out the rate limit")
+    ghapp.github.cancel_job(job_id)
+    await ghapp.github.deliver("workflow_job", ghapp.github.workflow_job_payload(job_id, "completed"))
+    clock.advance(601)
+    await ghapp.settle()
+    assert job_names(ghapp) == set()
+    assert ghapp.services.launcher.busy == 0
+
+
+async def test_a_job_that_ran_elsewhere_leaves_its_runner_surplus_once(ghapp: Ghapp) -> None:
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    await run_on(ghapp, job_id, "other-runner-1")  # a runner that is not ghapp's: in_progress, completed
+    assert ghapp.metric("ghapp_surplus_runners_total", pool="linux") == 1
+
+    # a job whose queued webhook came only after it ran elsewhere (a redelivery) gets no runner
+    late = ghapp.github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    queued = ghapp.github.workflow_job_payload(late["id"], "queued")
+    await run_on(ghapp, late["id"], "other-runner-2")
+    await ghapp.github.deliver("workflow_job", queued)
+    await ghapp.settle()
+    assert job_names(ghapp) == {f"ghapp-{job_id}"}
