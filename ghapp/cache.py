@@ -24,8 +24,9 @@ class Expiring(Generic[V]):
 class ExpiringCache(Generic[K, V]):
     """Fetches a value per key on demand, reuses it while at least `margin` seconds of it remain.
 
-    Concurrent callers for the same key share one fetch; a failed fetch is not cached. With `max_entries`,
-    the longest-held value is dropped when a new one would exceed it.
+    Concurrent callers for the same key share one fetch; a failed fetch is not cached. Each fetch forgets
+    the values that have expired; with `max_entries`, the longest-held value is dropped when a new one would
+    exceed it.
     """
 
     def __init__(
@@ -64,6 +65,9 @@ class ExpiringCache(Generic[K, V]):
         if self._inflight.get(key) is done:
             del self._inflight[key]
         if not done.cancelled() and done.exception() is None:
+            now = self._clock.now()
+            for stale in [k for k, cached in self._values.items() if cached.expires_at <= now]:
+                del self._values[stale]  # expired values of keys nobody asks for any more
             self._values.pop(key, None)
             self._values[key] = done.result()
             if self._max_entries is not None and len(self._values) > self._max_entries:

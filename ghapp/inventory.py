@@ -18,10 +18,15 @@ from ghapp.clock import Clock, parse_timestamp
 from ghapp.errors import KubernetesError
 from ghapp.kube import Expired, KubeClient
 from ghapp.metrics import Metrics
+from ghapp.recent import RecentMap
 
 log = logging.getLogger(__name__)
 
 ACTIVE = "active"
+TOMBSTONE_TTL = 600.0
+"""Seconds the late watch events of a Job ghapp deleted are ignored (a relist of its namespace ends it)."""
+MAX_TOMBSTONES = 10_000
+"""Most deleted Jobs whose late watch events are ignored at once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +113,10 @@ class Inventory:
         self._counts: Counter[tuple[str, str]] = Counter()  # (pool, state) → Jobs, kept as Jobs change
         self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
         self._listeners: list[Callable[[], None]] = []
-        self._tombstones: set[str] = set()  # uids of Jobs ghapp deleted, until the watch confirms it
+        # uid → namespace of Jobs ghapp deleted, until the watch or a relist confirms it
+        self._tombstones: RecentMap[str, str] = RecentMap(
+            clock=clock, ttl=TOMBSTONE_TTL, max_entries=MAX_TOMBSTONES
+        )
         self._broken_since: dict[str, float] = {}  # namespace → first failure of its watch since it worked
         self.synced = asyncio.Event()
 
@@ -145,9 +153,11 @@ class Inventory:
         return self._parse(objects)
 
     def _resync(self, namespace: str, fresh: list[RunnerJob]) -> None:
-        """Replace what is known of one namespace with a fresh list of it."""
+        """Replace what is known of one namespace with a fresh list of it (its tombstones end: the list is
+        the truth, and events missed while not watching will never come)."""
         jobs = {name: job for name, job in self.jobs.items() if job.namespace != namespace}
         jobs.update({job.name: job for job in fresh})
+        self._tombstones.remove_if(lambda _, where: where == namespace)
         self._replace(jobs)
 
     def observe(self, obj: dict[str, Any]) -> None:
@@ -156,12 +166,18 @@ class Inventory:
         if job is not None:
             self._put(job)
 
-    def forget(self, name: str) -> None:
-        """Record that ghapp deleted a Job; older watch events about it (still in flight) are then ignored."""
+    def forget(self, name: str, *, uid: str | None = None) -> None:
+        """Record that ghapp deleted a Job (the one with `uid`, when given); older watch events about it
+        (still in flight) are then ignored."""
         job = self.jobs.get(name)
-        if job is not None:
-            self._tombstones.add(job.uid)
+        if job is not None and uid in (None, job.uid):
+            self._tombstones.set(job.uid, job.namespace)
             self._drop(name)
+
+    @property
+    def tombstones(self) -> int:
+        """Deleted Jobs whose late watch events are still ignored (at most `MAX_TOMBSTONES`)."""
+        return len(self._tombstones)
 
     async def run(self) -> None:
         """Watch every runner namespace forever (after `sync`)."""
@@ -225,7 +241,7 @@ class Inventory:
             return
         if job.uid in self._tombstones:
             if kind == "DELETED":
-                self._tombstones.discard(job.uid)
+                self._tombstones.pop(job.uid)
             return
         if kind == "DELETED":
             self._drop(job.name)

@@ -32,6 +32,7 @@ from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerScope
+from ghapp.recent import RecentMap
 from ghapp.sightings import Sightings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ SCANNED_RUNS = ("queued", "in_progress")
 """Runs whose jobs may wait: a run is in progress as soon as one of its jobs starts, while others queue."""
 MAX_REDELIVERIES = 5
 """Redeliveries of one GUID before ghapp leaves it to the queued-job scan."""
+REMEMBERED_DELIVERIES = 10_000
+"""Most delivery GUIDs whose redeliveries are counted at once; each is forgotten once it has not shown up
+among failed deliveries for GHAPP_REDELIVERY_LOOKBACK_SECONDS, or as soon as one of its attempts succeeds."""
 SECRET_GRACE = 120.0
 """A runner Job still without its Secret after this long cannot start: it is deleted (and made again)."""
 
@@ -120,7 +124,9 @@ class Reconciler:
         self._sightings = sightings
         self._ended: set[str] = set()  # runner Jobs this pass deleted: their runners are ghapp's, and dead
         self._deliveries_since: float | None = None
-        self._redeliveries: Counter[str] = Counter()
+        self._redeliveries: RecentMap[str, int] = RecentMap(
+            clock=clock, ttl=settings.redelivery_lookback_seconds, max_entries=REMEMBERED_DELIVERIES
+        )
         self._budgets = ScanBudgets(share=settings.reconcile_rate_share)
         self._scan_from: dict[int, str] = {}  # installation → the repository its next scan starts with
 
@@ -170,14 +176,25 @@ class Reconciler:
             attempts.setdefault(str(delivery.get("guid")), []).append(delivery)
         for guid, tries in attempts.items():
             if any(200 <= int(t.get("status_code") or 0) < 300 for t in tries):
+                self._redeliveries.pop(guid)
                 continue
-            if tries[0].get("event") not in RECOVERED_EVENTS or self._redeliveries[guid] >= MAX_REDELIVERIES:
+            if tries[0].get("event") not in RECOVERED_EVENTS:
+                continue
+            redelivered = self._redeliveries.get(guid, 0)
+            if redelivered >= MAX_REDELIVERIES:
+                self._redeliveries.set(guid, redelivered)  # kept while its failures still show up
                 continue
             newest = max(tries, key=lambda t: int(t.get("id") or 0))
             await self._github.redeliver(int(newest["id"]))
-            self._redeliveries[guid] += 1
+            self._redeliveries.set(guid, redelivered + 1)
             report.redelivered += 1
             log.info("redelivered a failed webhook delivery", extra={"delivery_id": guid})
+        self._redeliveries.prune()
+
+    @property
+    def remembered_deliveries(self) -> int:
+        """Delivery GUIDs whose redeliveries are being counted (at most `REMEMBERED_DELIVERIES`)."""
+        return len(self._redeliveries)
 
     # -- 2 and 3. queued jobs, runners, orphans ----------------------------------------------------------
 
@@ -450,7 +467,7 @@ class Reconciler:
     async def _delete_job(self, job: RunnerJob) -> bool:
         """Delete the very Job `job` describes (not one made again under its name since); False if gone."""
         deleted = await self._kube.delete("jobs", job.name, namespace=job.namespace, uid=job.uid)
-        self._inventory.forget(job.name)
+        self._inventory.forget(job.name, uid=job.uid)
         self._ended.add(job.name)
         return deleted
 

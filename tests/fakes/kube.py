@@ -743,6 +743,10 @@ class KubeEmulator:
         meta.setdefault("generation", 1)
         return copy.deepcopy(self._write(kind.resource, new, old))
 
+    def delete_object(self, resource: str, namespace: str, name: str) -> None:
+        """Delete an object directly (Background propagation: its dependents go too); fires DELETED."""
+        self._delete_tree(self._kind(resource).resource, (namespace, name), "Background")
+
     def set_job_status(self, namespace: str, name: str, status: Obj) -> None:
         """Replace a Job's status (as the job controller would); fires MODIFIED."""
         job = self._existing("jobs", namespace, name)
