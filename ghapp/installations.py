@@ -104,7 +104,7 @@ class Installations:
                 continue  # mid-job: it ends by itself (ephemeral), and its Secret goes with its Job
             if await self._kube.delete("jobs", job.name, namespace=job.namespace, uid=job.uid):
                 deleted += 1
-            self._inventory.forget(job.name)
+            self._inventory.forget(job.name, uid=job.uid)
         for namespace in self._inventory.namespaces:
             secrets, _ = await self._kube.list("secrets", selector=selector, namespace=namespace)
             for secret in secrets:
