@@ -10,6 +10,7 @@ hold the credential. Reading as root, the scanner sees at least what a job step 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -93,7 +94,11 @@ def run_pod(
         folder.mkdir(parents=True)
     (tools / "scan.py").write_text(SCANNER)
     (tools / "needles.json").write_text(json.dumps({"token": FAKE_TOKEN, "jitconfig": FAKE_JITCONFIG}))
-    scan = f"{sys.executable} {tools / 'scan.py'} {tools / 'needles.json'} {scans}"
+    # /home is replaced inside the namespace: the scanner (stdlib only) runs on the base interpreter, isolated
+    python = Path(os.path.realpath(sys.executable))
+    for needed in (python, tmp_path):
+        assert not needed.is_relative_to("/home"), f"{needed} is hidden by the bind mount onto /home"
+    scan = f"{python} -I {tools / 'scan.py'} {tools / 'needles.json'} {scans}"
     for name, body in stubs.items():
         stub = runner_home / name
         stub.write_text("#!/bin/bash\nset -eu\n" + textwrap.dedent(body).replace("@SCAN@", scan))
