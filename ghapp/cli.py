@@ -142,7 +142,7 @@ def render(
         raise ConfigError(f"--payload: {payload_file} is not JSON: {exc}") from None
     pool = None
     if pool_name is not None:
-        pool = next((p for p in settings.pools if p.name == pool_name), None)
+        pool = settings.pool(pool_name)
         if pool is None:
             names = ", ".join(p.name for p in settings.pools)
             raise ConfigError(f"--pool: no pool named {pool_name!r} (pools: {names})")

@@ -365,6 +365,10 @@ class Settings(BaseModel):
             )
         return self
 
+    def pool(self, name: str) -> Pool | None:
+        """The pool called `name`, or None."""
+        return next((pool for pool in self.pools if pool.name == name), None)
+
     @property
     def runner_namespaces(self) -> tuple[str, ...]:
         """Every namespace runner Jobs may live in: GHAPP_NAMESPACE and the pools' own."""

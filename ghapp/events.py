@@ -101,7 +101,7 @@ async def _ran(job: WorkflowJob, ctx: Context) -> None:
     replace = ctx.launcher.ran(job)
     if replace is None:
         return
-    pool = ctx.launcher.pool(replace.place[0]) if replace.place is not None else None
+    pool = ctx.launcher.settings.pool(replace.place[0]) if replace.place is not None else None
     match await ctx.admission.plan(job, pool=pool):
         case planner.RunnerPlan() as plan if replace.place is None or plan.scope.key == replace.place[1]:
             ctx.launcher.submit(plan, received_at=ctx.received_at, serves=replace.serves)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from ghapp import logs, manifests, planner
 from ghapp.clock import Clock
-from ghapp.config import Pool, Settings
+from ghapp.config import Settings
 from ghapp.demand import Demand, Moved, Place, Replace
 from ghapp.errors import GhappError, GitHubError, RateLimited, RunnerGroupNotFound, RunnerNameTaken
 from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig, no_rate_limit_waits
@@ -165,10 +165,6 @@ class Launcher:
                 return outcome
         return None
 
-    def pool(self, name: str) -> Pool | None:
-        """The pool called `name` in the settings."""
-        return next((pool for pool in self.settings.pools if pool.name == name), None)
-
     def _drop_waiting(self, token: int) -> bool:
         """Take the entry of `token` out of the queue; False if it was not waiting."""
         if self._waiting.pop(token, None) is None:
@@ -237,8 +233,8 @@ class Launcher:
         )
 
     def serves(self, plan: RunnerPlan) -> int:
-        """The workflow job that `plan`'s runner stands for now (its own, unless another job took the runner
-        started for that one): check this job, not the plan's, before launching a waiting entry."""
+        """The workflow job that `plan`'s runner stands for now: its own, unless its own job took the runner
+        started for another (the pre-launch re-check then does not ask GitHub about its own job: it ran)."""
         return self._demand.serves(plan.workflow_job_id)
 
     def is_launching(self, name: str) -> bool:
