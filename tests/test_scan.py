@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from ghapp.activity import Activity
+from ghapp.budget import RateWindow, ScanBudgets
 from ghapp.clock import ManualClock
 
 from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, Ghapp, write_pools
@@ -192,3 +194,46 @@ async def test_a_pass_over_unchanged_listings_pays_nothing_and_still_sees_a_chan
     await ghapp.settle()
     assert (report.errors, report.launched) == ([], 1)
     assert names(ghapp.runner_jobs()) == {f"ghapp-{first}", f"ghapp-{second}"}
+
+
+def test_scan_budgets_per_window_and_per_pass() -> None:
+    budgets = ScanBudgets(share=0.5)
+    window = RateWindow(limit=1000, remaining=1000, reset_at=5000.0)
+    budget = budgets.for_pass(7, window, now=1000.0)
+    assert budget.left == 500  # half the window's limit
+    for _ in range(300):
+        budget.charge()
+    budget.charge(unchanged=True)  # a 304: free
+    assert (budget.spent, budget.unchanged, budget.left) == (300, 1, 200)
+    budgets.record(7, RateWindow(limit=1000, remaining=600, reset_at=5000.0), budget)
+    # the same window: what is left of its allowance, and no more than half of what remains
+    assert budgets.for_pass(7, RateWindow(limit=1000, remaining=600, reset_at=5000.0), now=1060.0).left == 200
+    assert budgets.for_pass(7, RateWindow(limit=1000, remaining=100, reset_at=5000.0), now=1060.0).left == 50
+    assert budgets.for_pass(8, window, now=1060.0).left == 500  # another installation: its own
+    # a new window starts afresh; an unknown or expired one counts as GitHub's minimum
+    assert (
+        budgets.for_pass(7, RateWindow(limit=1000, remaining=1000, reset_at=8600.0), now=5001.0).left == 500
+    )
+    assert budgets.for_pass(7, None, now=1060.0).left == 2500
+    assert budgets.for_pass(7, window, now=6000.0).left == 2500
+    empty = budgets.for_pass(9, RateWindow(limit=1000, remaining=0, reset_at=5000.0), now=1000.0)
+    assert not empty.available()
+
+
+def test_activity_drops_gone_repositories_until_touched_and_forgets_them_in_time() -> None:
+    activity = Activity()
+    activity.touch(installation_id=1, repository="acme/a", now=0.0)
+    activity.touch(installation_id=1, repository="acme/b", now=0.0)
+    activity.touch(installation_id=2, repository="globex/c", now=0.0)
+    activity.drop(installation_id=1, repository="acme/b", now=10.0)
+    assert activity.recent(now=20.0, ttl=100.0) == {(1, "acme/a"), (2, "globex/c")}
+    assert activity.gone(installation_id=1, repository="acme/b")
+    activity.touch(installation_id=1, repository="acme/b", now=30.0)  # a job planned there again
+    assert not activity.gone(installation_id=1, repository="acme/b")
+    activity.drop(installation_id=1, repository="acme/b", now=40.0)
+    assert activity.recent(now=200.0, ttl=100.0) == set()  # stale entries, gone ones too, are forgotten
+    assert not activity.gone(installation_id=1, repository="acme/b")
+    activity.touch(installation_id=1, repository="acme/a", now=300.0)
+    activity.touch(installation_id=2, repository="globex/c", now=300.0)
+    activity.forget_installation(1)
+    assert activity.recent(now=300.0, ttl=100.0) == {(2, "globex/c")}
