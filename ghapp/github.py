@@ -411,27 +411,13 @@ class GitHubClient:
 
     async def runners(self, *, installation_id: int, scope: RunnerScope) -> list[dict[str, Any]]:
         """Every self-hosted runner registered in `scope` (all pages)."""
-        found: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            runners = await self._items(
-                f"{scope.api_path}/actions/runners",
-                "runners",
-                auth=installation_id,
-                params={"per_page": 100, "page": page},
-            )
-            found.extend(runners)
-            if len(runners) < 100:
-                return found
-            page += 1
-
-    async def _items(
-        self, path: str, key: str, *, auth: Auth, params: Mapping[str, str | int]
-    ) -> list[dict[str, Any]]:
-        """The objects in the `key` list of a GET answer shaped ``{total_count, <key>: [...]}``."""
-        data = await self.request("GET", path, auth=auth, params=params)
-        items = data.get(key) if isinstance(data, dict) else None
-        return [item for item in items or [] if isinstance(item, dict)]
+        return await self._all_items(
+            f"{scope.api_path}/actions/runners",
+            "runners",
+            auth=installation_id,
+            params={"per_page": 100},
+            budget=None,
+        )
 
     async def remove_runner(self, *, installation_id: int, scope: RunnerScope, runner_id: int) -> bool:
         """Deregister a runner unless busy; False if GitHub refuses (422: running a job) or it is gone."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from ghapp.activity import Activity
 from ghapp.budget import RateWindow, ScanBudgets
 from ghapp.clock import ManualClock
+from ghapp.planner import RunnerScope
 
 from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, Ghapp, write_pools
 from .fakes.github import FakeGitHub
@@ -237,3 +238,13 @@ def test_activity_drops_gone_repositories_until_touched_and_forgets_them_in_time
     activity.touch(installation_id=2, repository="globex/c", now=300.0)
     activity.forget_installation(1)
     assert activity.recent(now=300.0, ttl=100.0) == {(2, "globex/c")}
+
+
+async def test_runner_lists_follow_the_link_header_past_a_hundred(ghapp: Ghapp, github: FakeGitHub) -> None:
+    for i in range(150):
+        github.register_runner(scope="org:acme", name=f"ghapp-{i}", labels=LINUX)
+    scope = RunnerScope(kind="org", owner="acme")
+    listed = await ghapp.services.github.runners(installation_id=ORG_INSTALLATION, scope=scope)
+    assert sorted(r["name"] for r in listed) == sorted(f"ghapp-{i}" for i in range(150))
+    pages = github.calls_to("GET", r"/orgs/acme/actions/runners")
+    assert [(c.query.get("per_page"), c.query.get("page")) for c in pages] == [("100", None), ("100", "2")]
