@@ -21,6 +21,7 @@ from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
 from ghapp.github import GitHubClient
+from ghapp.health import Health
 from ghapp.installations import Installations
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
@@ -29,7 +30,9 @@ from ghapp.launcher import Launcher
 from ghapp.leader import LeaderElector
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
+from ghapp.pods import PodWatcher
 from ghapp.reconciler import Reconciler
+from ghapp.recovery import Recovery
 from ghapp.sensitive import Secret
 from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
@@ -56,6 +59,8 @@ class Services:
     installations: Installations
     reconciler: Reconciler
     elector: LeaderElector
+    recovery: Recovery
+    pods: PodWatcher
     tasks: TaskSet
     """Work started by webhooks (launches); drained on shutdown."""
     background: TaskSet = field(default_factory=TaskSet)
@@ -79,6 +84,8 @@ class Services:
         """Rebuild state from the cluster, then keep it current and campaign for the reconciler's lease."""
         await self.inventory.sync()
         self.background.spawn(self.inventory.run(), name="watch-runner-jobs")
+        self.background.spawn(self.pods.run(), name="watch-runner-pods")
+        await self.recovery.verify_service_accounts()
         if reconcile:
             self.background.spawn(self.elector.run(self.reconciler.run_forever), name="leader-election")
         self.ready = True
@@ -137,6 +144,7 @@ async def start_services(
         weights=settings.installation_weights,
     )
     sightings = Sightings(clock=clock)  # runners' ages, shared by launches and the reconciler
+    health = Health([pool.name for pool in settings.pools])
     launcher = Launcher(
         settings=settings,
         github=github,
@@ -147,7 +155,27 @@ async def start_services(
         clock=clock,
         tasks=tasks,
         sightings=sightings,
+        health=health,
     )
+    recovery = Recovery(
+        settings=settings,
+        kube=kube,
+        github=github,
+        inventory=inventory,
+        launcher=launcher,
+        health=health,
+        metrics=metrics,
+        clock=clock,
+        tasks=tasks,
+    )
+    pods = PodWatcher(
+        kube=kube,
+        settings=settings,
+        clock=clock,
+        on_failure=recovery.runner_failed,
+        on_progress=recovery.runner_progressed,
+    )
+    inventory.on_job(pods.job_changed)
     admission = Admission(settings=settings, github=github, metrics=metrics)
     activity = Activity()
     installations = Installations(
@@ -195,6 +223,8 @@ async def start_services(
         installations=installations,
         reconciler=reconciler,
         elector=elector,
+        recovery=recovery,
+        pods=pods,
         tasks=tasks,
     )
 

@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from ghapp import manifests, policy
+from ghapp import failures, manifests, policy
 from ghapp.auth import AppAuth
-from ghapp.clock import Clock, SystemClock
+from ghapp.clock import Clock, SystemClock, parse_timestamp
 from ghapp.config import Pool, Settings
 from ghapp.errors import ConfigError, GitHubError, KubernetesError
 from ghapp.github import AppInfo, GitHubClient, HookConfig, InstallationInfo
+from ghapp.health import Health
 from ghapp.kube import KubeClient
 from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
@@ -410,7 +411,7 @@ async def _kubernetes_checks(
             first,
             *await asyncio.gather(*(_may(kube, v, r, group=g, namespace=n) for n, g, r, v in rest)),
         ]
-        pools = [await pool_result(kube, settings, pool) for pool in settings.pools]
+        pools = [await pool_result(kube, settings, pool, now=clock.now()) for pool in settings.pools]
     results = [Result(True, what)]
     for (namespace, group, resource, verb), (allowed, reason) in zip(needs, answers, strict=True):
         qualified = f"{resource}.{group}" if group else resource
@@ -426,17 +427,42 @@ async def _kubernetes_checks(
     return results + pools
 
 
-async def pool_result(kube: KubeClient, settings: Settings, pool: Pool) -> Result:
+async def pool_result(kube: KubeClient, settings: Settings, pool: Pool, *, now: float) -> Result:
     """Whether the API server would let `pool` start a runner: its dedicated ServiceAccount exists, and a
     server-side dry run of its rendered Job and Secret passes validation, admission (PodSecurity warnings
     included), quota and webhooks. Nothing is written."""
     plan = manifests.sample_plan(settings, pool)
     what = f"Kubernetes: pool {pool.name} can start runners in namespace {plan.namespace}"
     try:
-        problem = await pool_problem(kube, plan)
+        problem = await pool_problem(kube, plan) or await failing(kube, plan, now=now)
     except KubernetesError as exc:
         return Result(False, what, f"no answer: {exc}")
     return Result(problem is None, what, problem or "")
+
+
+FAILURE_WINDOW: Final = 3600.0
+"""How far back ``check`` looks at the runner failures ghapp recorded as Events."""
+
+
+async def failing(kube: KubeClient, plan: RunnerPlan, *, now: float) -> str | None:
+    """How the pool's runners keep failing, from ghapp's RunnerFailed Events of the last hour replayed
+    through the rule ghapp runs by (`ghapp.health`); None if they do not."""
+    events, _ = await kube.list(
+        "events", selector="", fields=f"reason={failures.EVENT_REASON}", namespace=plan.namespace
+    )
+    health = Health([plan.pool.name])
+    for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or "")):
+        stamp = event.get("lastTimestamp")
+        failure = failures.from_event_message(plan.pool.name, str(event.get("message") or ""))
+        if failure is not None and isinstance(stamp, str) and now - parse_timestamp(stamp) <= FAILURE_WINDOW:
+            health.failed(plan.pool.name, failure, now=now)
+    state = health.pools[plan.pool.name]
+    if state.healthy:
+        return None
+    return (
+        f"its runners keep failing: {state.reason}: {state.message} ({state.streak} in a row in the last "
+        "hour; see README, Troubleshooting)"
+    )
 
 
 async def pool_problem(kube: KubeClient, plan: RunnerPlan) -> str | None:
@@ -444,11 +470,7 @@ async def pool_problem(kube: KubeClient, plan: RunnerPlan) -> str | None:
     job = manifests.runner_job(plan, runner_id=1)
     account = manifests.dedicated_service_account(job)
     if account is not None and await kube.get("serviceaccounts", account, namespace=plan.namespace) is None:
-        return (
-            f"ServiceAccount {account!r} not found in namespace {plan.namespace}: every runner pod would be "
-            f"refused; create it (kubectl -n {plan.namespace} create serviceaccount {account}) or drop the "
-            "setting that names it"
-        )
+        return failures.missing_service_account(namespace=plan.namespace, account=account).message
     answer = await kube.dry_run("jobs", job)
     if answer.status != 201:
         return f"the API server refuses its Job: {answer.body.get('message') or answer.status}"

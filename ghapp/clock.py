@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -102,6 +102,11 @@ class HeldClock:
         for woken in sleepers:
             if not woken.done():
                 woken.set_result(None)
+
+
+def format_timestamp(value: float) -> str:
+    """Epoch seconds as the RFC 3339 UTC time Kubernetes and GitHub write (``2026-01-01T00:00:00Z``)."""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_timestamp(value: str) -> float:

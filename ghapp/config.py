@@ -69,6 +69,8 @@ class Pool(BaseModel):
     """How long a finished runner Job stays for inspection before Kubernetes deletes it."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Longest a runner Job may run before Kubernetes stops it; default: no limit."""
+    unschedulable_seconds: float = Field(default=300.0, ge=0)
+    """How long a runner pod may wait for a node before it counts as failed (``unschedulable``)."""
     service_account: str | None = None
     """A dedicated ServiceAccount for this pool's runner pods (verified at startup and by ``ghapp check``);
     default: GHAPP_RUNNER_SERVICE_ACCOUNT, else the namespace's ``default`` account (no token mounted)."""
@@ -258,6 +260,9 @@ class Settings(BaseModel):
     one of its jobs."""
     idle_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
     """GHAPP_IDLE_GRACE_SECONDS: a runner this young is never removed as idle surplus."""
+    runner_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """GHAPP_RUNNER_ATTEMPTS: most runners started for one workflow job whose runners fail; then ghapp gives
+    up on it (logged as an error, with why)."""
     registration_timeout_seconds: Annotated[float, Field(ge=30)] = 900.0
     """GHAPP_REGISTRATION_TIMEOUT_SECONDS: a runner Job whose runner has not registered by then is deleted."""
     orphan_grace_seconds: Annotated[float, Field(ge=0)] = 60.0
@@ -428,6 +433,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_GITHUB_CACHE_ENTRIES": "github_cache_entries",
     "GHAPP_IDLE_GRACE_SECONDS": "idle_grace_seconds",
     "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "registration_timeout_seconds",
+    "GHAPP_RUNNER_ATTEMPTS": "runner_attempts",
     "GHAPP_ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",
     "GHAPP_LEASE_NAME": "lease_name",
     "GHAPP_LEASE_DURATION_SECONDS": "lease_duration_seconds",

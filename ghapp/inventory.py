@@ -46,6 +46,9 @@ class RunnerJob:
     failed: bool
     deleting: bool
     runner_id: int | None = None
+    run_id: int = 0
+    attempt: int = 1
+    """Which runner for its workflow job this is (the Job's ``ghapp/attempt`` annotation)."""
 
     @property
     def active(self) -> bool:
@@ -79,6 +82,8 @@ class RunnerJob:
         succeeded = bool(status.get("succeeded")) or conditions.get("Complete") == "True"
         created = metadata.get("creationTimestamp")
         runner_id = annotations.get(manifests.RUNNER_ID_ANNOTATION)
+        run_id = str(annotations.get(manifests.RUN_ID_ANNOTATION, ""))
+        attempt = str(annotations.get(manifests.ATTEMPT_ANNOTATION, ""))
         return cls(
             name=str(metadata.get("name", "")),
             namespace=str(metadata.get("namespace", "")),
@@ -93,6 +98,8 @@ class RunnerJob:
             failed=failed,
             deleting=bool(metadata.get("deletionTimestamp")),
             runner_id=int(runner_id) if isinstance(runner_id, str) and runner_id.isdigit() else None,
+            run_id=int(run_id) if run_id.isdigit() else 0,
+            attempt=int(attempt) if attempt.isdigit() else 1,
         )
 
 
@@ -113,6 +120,7 @@ class Inventory:
         self._counts: Counter[tuple[str, str]] = Counter()  # (pool, state) → Jobs, kept as Jobs change
         self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
         self._listeners: list[Callable[[], None]] = []
+        self._job_listeners: list[Callable[[dict[str, Any]], None]] = []
         # uid → namespace of Jobs ghapp deleted, until the watch or a relist confirms it
         self._tombstones: RecentMap[str, str] = RecentMap(
             clock=clock, ttl=TOMBSTONE_TTL, max_entries=MAX_TOMBSTONES
@@ -123,6 +131,10 @@ class Inventory:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call `listener` (synchronously) whenever capacity may have freed: a Job ended or went away."""
         self._listeners.append(listener)
+
+    def on_job(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with each runner Job object the watch brings (added or changed)."""
+        self._job_listeners.append(listener)
 
     def active(self, pool: str | None = None) -> list[RunnerJob]:
         """Jobs that count against capacity, of one pool or all."""
@@ -247,6 +259,8 @@ class Inventory:
             self._drop(job.name)
         else:
             self._put(job)
+            for listener in self._job_listeners:
+                listener(obj)
 
     @staticmethod
     def _parse(objects: Iterable[dict[str, Any]]) -> list[RunnerJob]:

@@ -26,6 +26,7 @@ from ghapp.config import Settings
 from ghapp.demand import Demand, Moved, Place, Replace
 from ghapp.errors import GhappError, GitHubError, RateLimited, RunnerGroupNotFound, RunnerNameTaken
 from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig, no_rate_limit_waits
+from ghapp.health import Health
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient, age
 from ghapp.limiter import Limiter
@@ -67,8 +68,10 @@ class Launcher:
         clock: Clock,
         tasks: TaskSet,
         sightings: Sightings,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health or Health([pool.name for pool in settings.pools])
         self._github = github
         self._kube = kube
         self._inventory = inventory
@@ -93,6 +96,10 @@ class Launcher:
         runner another job took) from the start."""
         job_id = plan.workflow_job_id
         if job_id in self._inflight or job_id in self._waiting:
+            return
+        if job_id in self.health.given_up:
+            why = self.health.given_up[job_id]
+            log.info("no runner: ghapp gave up on this job: %s", why, extra={"job": plan.name})
             return
         if serves is None:
             if self._demand.settled(job_id):
@@ -264,6 +271,10 @@ class Launcher:
                         "the waiting job is no longer queued; no runner for it", extra={"job": plan.name}
                     )
                     return LaunchResult("skipped", plan.name)
+            delay = self.health.launch_delay(plan.pool.name, now=self._clock.now())
+            if delay > 0:
+                log.info("pool %s is unhealthy; this launch waits %.0fs", plan.pool.name, delay)
+                await self._clock.sleep(delay)
             try:
                 async with self._slots:
                     with no_rate_limit_waits():

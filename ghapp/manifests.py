@@ -23,6 +23,9 @@ RUN_ID_ANNOTATION: Final = "ghapp/run-id"
 SCOPE_ANNOTATION: Final = "ghapp/runner-scope"
 RUNNER_NAME_ANNOTATION: Final = "ghapp/runner-name"
 RUNNER_ID_ANNOTATION: Final = "ghapp/runner-id"
+ATTEMPT_ANNOTATION: Final = "ghapp/attempt"
+"""Which runner for its workflow job this is (1, 2, …): a failed runner is replaced a bounded number of
+times."""
 MANAGER: Final = "ghapp"
 RUNNER_SELECTOR: Final = f"{MANAGED_BY}={MANAGER},{COMPONENT}=runner"
 """Label selector of every runner Job and Secret ghapp made."""
@@ -76,6 +79,7 @@ def runner_annotations(plan: RunnerPlan) -> dict[str, str]:
         RUN_ID_ANNOTATION: str(plan.run_id),
         SCOPE_ANNOTATION: plan.scope.key,
         RUNNER_NAME_ANNOTATION: plan.name,
+        ATTEMPT_ANNOTATION: str(plan.attempt),
     }
 
 

@@ -72,6 +72,20 @@ class Metrics:
             ["pool", "state"],
             registry=r,
         )
+        self.runner_failures = Counter(
+            "ghapp_runner_failures",
+            "Runners that failed, by pool and reason (create_failed, image_pull, unschedulable, killed, "
+            "runner_error, outdated).",
+            ["pool", "reason"],
+            registry=r,
+        )
+        self.pool_healthy = Gauge(
+            "ghapp_pool_healthy",
+            "1 while a pool's runners start; 0 once they fail the same way again and again "
+            "(its launches back off).",
+            ["pool"],
+            registry=r,
+        )
         self.queue_length = Gauge(
             "ghapp_queue_length", "Queued workflow jobs waiting for capacity, by pool.", ["pool"], registry=r
         )

@@ -14,6 +14,10 @@ KUBERNETES_RULES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("", "secrets"): frozenset({"create", "get", "list", "delete"}),
     ("coordination.k8s.io", "leases"): frozenset({"create", "get", "update"}),
     ("", "serviceaccounts"): frozenset({"get"}),  # a pool's dedicated runner ServiceAccount exists
+    ("", "pods"): frozenset({"list", "watch"}),  # what becomes of each runner
+    ("", "events"): frozenset(
+        {"create", "list", "watch"}
+    ),  # FailedCreate of runner pods; ghapp's own  # a pool's dedicated runner ServiceAccount exists
 }
 """Namespaced RBAC rules ghapp's ServiceAccount needs (the Role in deploy/ grants these and nothing more)."""
 

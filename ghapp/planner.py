@@ -77,6 +77,8 @@ class RunnerPlan:
     """The URL the runner registers against."""
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     """The ServiceAccount of the runner pod, unless the pool's template names another."""
+    attempt: int = 1
+    """Which runner for the workflow job this is: 1, then 2, … when earlier ones failed."""
     notes: tuple[str, ...] = ()
     """Rules that were not checked (``ghapp render`` offline, facts unknown)."""
 
@@ -170,17 +172,70 @@ def _decide(verdict: policy.Verdict, facts: policy.Facts, notes: list[str]) -> p
 
 
 def _plan(job: WorkflowJob, settings: Settings, pool: Pool, *, notes: tuple[str, ...]) -> RunnerPlan:
-    scope = RunnerScope.for_job(job)
-    return RunnerPlan(
+    return _runner_plan(
+        settings,
+        pool,
+        RunnerScope.for_job(job),
         workflow_job_id=job.id,
         run_id=job.run_id,
         installation_id=job.installation_id,
         repository=job.repository.full_name,
+        notes=notes,
+    )
+
+
+def plan_again(
+    settings: Settings,
+    *,
+    pool_name: str,
+    scope_key: str,
+    workflow_job_id: int,
+    run_id: int,
+    installation_id: int,
+    repository: str,
+    attempt: int,
+) -> RunnerPlan | None:
+    """The plan of a replacement for a failed runner, from what its Job records (the workflow job was
+    admitted when the first runner was planned); None if its pool or scope no longer makes sense."""
+    pool = next((p for p in settings.pools if p.name == pool_name), None)
+    scope = RunnerScope.parse(scope_key)
+    if pool is None or scope is None:
+        return None
+    return _runner_plan(
+        settings,
+        pool,
+        scope,
+        workflow_job_id=workflow_job_id,
+        run_id=run_id,
+        installation_id=installation_id,
+        repository=repository,
+        attempt=attempt,
+    )
+
+
+def _runner_plan(
+    settings: Settings,
+    pool: Pool,
+    scope: RunnerScope,
+    *,
+    workflow_job_id: int,
+    run_id: int,
+    installation_id: int,
+    repository: str,
+    attempt: int = 1,
+    notes: tuple[str, ...] = (),
+) -> RunnerPlan:
+    return RunnerPlan(
+        workflow_job_id=workflow_job_id,
+        run_id=run_id,
+        installation_id=installation_id,
+        repository=repository,
         pool=pool,
         scope=scope,
-        name=runner_name(prefix=settings.runner_prefix, workflow_job_id=job.id),
+        name=runner_name(prefix=settings.runner_prefix, workflow_job_id=workflow_job_id),
         namespace=pool.namespace or settings.namespace,
         runner_url=scope.url(settings.web_url),
         service_account=pool.service_account or settings.runner_service_account or DEFAULT_SERVICE_ACCOUNT,
+        attempt=attempt,
         notes=notes,
     )

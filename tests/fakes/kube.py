@@ -18,6 +18,16 @@ Deliberately realistic behaviours (code must not rely on an emulator that is mor
 * Job and Pod ``status`` is only writable through the ``/status`` subresource (and the test helpers).
 * Invalid base64 in Secret ``data`` is a 400 BadRequest (a decoding error), not a 422.
 * Strategic merge patches are applied as RFC 7386 JSON merge patches (lists are replaced, not merged).
+
+Controllers and a kubelet, scripted (``job_controller`` on by default):
+
+* The Job controller makes one Pod per new Job (Pending, unscheduled) — or, when the Pod's ServiceAccount
+  does not exist in the namespace (``default`` always does), records a ``FailedCreate`` Event on the Job
+  with the API server's message, as kube-controller-manager does. A Pod that ends ``Failed`` fails its Job
+  (``backoffLimit: 0``: condition ``Failed``, reason ``BackoffLimitExceeded``); ``Succeeded`` completes it.
+* The kubelet is a test's: `run_pod`, `image_pull_failing`, `unschedulable`, `exit_pod`, `evict_pod` move a
+  Job's Pod through Pending → Running → Succeeded / Failed with the container states, exit codes and reasons
+  a real kubelet writes.
 """
 
 from __future__ import annotations
@@ -687,6 +697,7 @@ class KubeEmulator:
         self._history_floor = 0
         self._watchers: list[_Watcher] = []
         self._runner: web.AppRunner | None = None
+        self.job_controller = True  # make each new Job's Pod (or a FailedCreate Event), like the real one
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -831,6 +842,180 @@ class KubeEmulator:
             "status": {"phase": phase, "containerStatuses": container_statuses},
         }
         return copy.deepcopy(self._write("pods", pod, None))
+
+    # ----------------------------------------------------------------------------------- the Job controller
+
+    def _start_job(self, job: Obj) -> None:
+        """What kube-controller-manager does with a new Job: its Pod, or a FailedCreate Event."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        account = pod_spec.get("serviceAccountName") or "default"
+        if account != "default" and (namespace, account) not in self._store["serviceaccounts"]:
+            pod_name = self._generate_name(f"{name}-")
+            self.record_event(
+                job,
+                reason="FailedCreate",
+                message=f'Error creating: pods "{pod_name}" is forbidden: error looking up service account '
+                f'{namespace}/{account}: serviceaccount "{account}" not found',
+                component="job-controller",
+            )
+            return
+        pod = self.add_pod_for_job(namespace, name, phase="Pending")
+        self._update_pod(pod, {"phase": "Pending", "containerStatuses": None})
+
+    def record_event(
+        self, obj: Obj, *, reason: str, message: str, component: str, type_: str = "Warning"
+    ) -> Obj:
+        """A core/v1 Event about `obj` (as a controller records one); fires ADDED."""
+        meta = obj["metadata"]
+        now = _now()
+        event = {
+            "kind": "Event",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": f"{meta['name']}.{self._new_uid()[:16]}",
+                "namespace": meta["namespace"],
+                "uid": self._new_uid(),
+                "creationTimestamp": now,
+            },
+            "involvedObject": {
+                "kind": obj.get("kind") or "Job",
+                "apiVersion": obj.get("apiVersion") or "batch/v1",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        return copy.deepcopy(self._write("events", event, None))
+
+    def pods_of(self, namespace: str, job_name: str) -> list[Obj]:
+        """The Pods of a Job (deep copies)."""
+        return [
+            copy.deepcopy(pod)
+            for (ns, _), pod in sorted(self._store["pods"].items())
+            if ns == namespace and (pod["metadata"].get("labels") or {}).get("job-name") == job_name
+        ]
+
+    def _job_pod(self, namespace: str, job_name: str) -> Obj:
+        pods = self.pods_of(namespace, job_name)
+        if not pods:
+            raise KeyError(f"Job {namespace}/{job_name} has no Pod")
+        return pods[-1]
+
+    def _update_pod(self, pod: Obj, status: Obj) -> Obj:
+        """Merge `status` into the stored Pod's status (None removes a key); fails or completes its Job."""
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        old = self._store["pods"][key]
+        new = copy.deepcopy(old)
+        merged = {**(new.get("status") or {}), **status}
+        new["status"] = {k: v for k, v in merged.items() if v is not None}
+        stored = self._write("pods", new, old)
+        phase = new["status"].get("phase")
+        owner = next(
+            (r for r in new["metadata"].get("ownerReferences") or [] if r.get("kind") == "Job"), None
+        )
+        job = self._store["jobs"].get((key[0], owner["name"])) if owner else None
+        finished = job is not None and (job.get("status") or {}).get("conditions")
+        if owner and job is not None and not finished and phase in ("Succeeded", "Failed"):
+            self.finish_job(key[0], owner["name"], succeeded=phase == "Succeeded")
+        return copy.deepcopy(stored)
+
+    # ----------------------------------------------------------------------------------- a test's kubelet
+
+    def _container_status(self, pod: Obj, state: Obj, *, ready: bool = False) -> list[Obj]:
+        return [
+            {
+                "name": c.get("name", "runner"),
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "started": ready,
+                "state": copy.deepcopy(state)
+                if c.get("name") == "runner"
+                else {"running": {"startedAt": _now()}},
+            }
+            for c in (pod.get("spec") or {}).get("containers") or []
+        ]
+
+    def run_pod(self, namespace: str, job_name: str) -> Obj:
+        """Scheduled, image pulled, the runner container running."""
+        pod = self._job_pod(namespace, job_name)
+        state = {"running": {"startedAt": _now()}}
+        return self._update_pod(
+            pod,
+            {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                ],
+                "containerStatuses": self._container_status(pod, state, ready=True),
+            },
+        )
+
+    def image_pull_failing(
+        self, namespace: str, job_name: str, *, reason: str = "ImagePullBackOff", message: str = ""
+    ) -> Obj:
+        """Scheduled, but the runner image cannot be pulled (ErrImagePull, ImagePullBackOff, …)."""
+        pod = self._job_pod(namespace, job_name)
+        message = message or f'Back-off pulling image "{self._runner_image(pod)}"'
+        state = {"waiting": {"reason": reason, "message": message}}
+        return self._update_pod(
+            pod,
+            {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": self._container_status(pod, state),
+            },
+        )
+
+    def unschedulable(self, namespace: str, job_name: str, *, since: str, message: str) -> Obj:
+        """The scheduler finds no node (since `since`, an RFC 3339 time)."""
+        pod = self._job_pod(namespace, job_name)
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastTransitionTime": since,
+        }
+        return self._update_pod(pod, {"phase": "Pending", "conditions": [condition]})
+
+    def exit_pod(self, namespace: str, job_name: str, *, exit_code: int, reason: str | None = None) -> Obj:
+        """The runner container ends with `exit_code` (reason e.g. ``OOMKilled``; else Completed / Error)."""
+        pod = self._job_pod(namespace, job_name)
+        terminated = {
+            "exitCode": exit_code,
+            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+            "startedAt": _now(),
+            "finishedAt": _now(),
+        }
+        return self._update_pod(
+            pod,
+            {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": self._container_status(pod, {"terminated": terminated}),
+            },
+        )
+
+    def evict_pod(self, namespace: str, job_name: str, *, reason: str = "Evicted", message: str = "") -> Obj:
+        """The kubelet (or the node's loss) stops the Pod: phase Failed with a pod-level reason."""
+        pod = self._job_pod(namespace, job_name)
+        message = message or "The node was low on resource: memory."
+        return self._update_pod(pod, {"phase": "Failed", "reason": reason, "message": message})
+
+    @staticmethod
+    def _runner_image(pod: Obj) -> str:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        return next((str(c.get("image", "")) for c in containers if c.get("name") == "runner"), "")
 
     # ----------------------------------------------------------------------------------- faults, records
 
@@ -1097,6 +1282,8 @@ class KubeEmulator:
         stored = self._write(kind.resource, obj, None)
         result = copy.deepcopy(stored)
         self._collect_if_orphaned(kind.resource, stored)
+        if kind.resource == "jobs" and self.job_controller:
+            self._start_job(stored)
         return result
 
     def _patched(self, kind: _Kind, namespace: str, route: _Route, body: Any, content_type: str) -> Obj:

@@ -1,0 +1,74 @@
+"""List, then watch, one kind of object in one namespace, forever: the loop behind the runner Pod cache.
+
+Like a client-go informer: a fresh list replaces what the cache knew, then a watch from the list's
+resourceVersion brings each change; an expired or broken watch lists again (after a pause that grows while
+the API server keeps failing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ghapp.clock import Clock
+from ghapp.errors import KubernetesError
+from ghapp.kube import Expired, KubeClient, Resource
+from ghapp.manifests import RUNNER_SELECTOR
+
+log = logging.getLogger(__name__)
+
+
+async def list_then_watch(
+    kube: KubeClient,
+    resource: Resource,
+    *,
+    namespace: str,
+    relist: Callable[[list[dict[str, Any]]], None],
+    apply: Callable[[str, dict[str, Any]], None],
+    clock: Clock,
+    what: str,
+    version: str = "",
+    selector: str = RUNNER_SELECTOR,
+    fields: str = "",
+) -> None:
+    """Keep a cache of `resource` in `namespace` current until cancelled.
+
+    `relist` gets every object after each list; `apply` each change (ADDED, MODIFIED, DELETED; bookmarks
+    only move the version). `version` (from a list the caller made) skips the first list.
+    """
+    failures = 0
+    while True:
+        try:
+            if not version:
+                objects, version = await kube.list(
+                    resource, selector=selector, fields=fields, namespace=namespace
+                )
+                relist(objects)
+            async for event in kube.watch(
+                resource, resource_version=version, namespace=namespace, selector=selector, fields=fields
+            ):
+                seen = (event.object.get("metadata") or {}).get("resourceVersion")
+                if seen:
+                    version = str(seen)
+                if event.type != "BOOKMARK":
+                    apply(event.type, event.object)
+                failures = 0
+        except Expired:
+            version = ""
+            continue
+        except KubernetesError as exc:
+            log.warning("watching %s failed; listing again: %s", what, exc, extra={"namespace": namespace})
+        except Exception as exc:  # the watch must outlive anything: a bug, a malformed object
+            log.error(
+                "watching %s failed unexpectedly; listing again: %s",
+                what,
+                type(exc).__name__,
+                exc_info=True,
+                extra={"namespace": namespace},
+            )
+        else:
+            continue  # the server ended the stream (its timeout): watch again from where it ended
+        failures += 1
+        version = ""
+        await clock.sleep(min(30.0, 0.5 * 2**failures))
