@@ -26,8 +26,9 @@ SWEEP_SECONDS: Final = 15.0
 FAILED_CREATE_FIELDS: Final = f"involvedObject.kind=Job,reason={failures.FAILED_CREATE}"
 """The Events ghapp watches: the Job controller could not create a Job's Pod."""
 
-FailureListener = Callable[[str, Failure], None]
-"""Called with a runner Job's name and why it failed (possibly more than once for one runner)."""
+FailureListener = Callable[[str, str, Failure], None]
+"""Called with a runner Job's name and uid, and why it failed (possibly more than once for one runner; the
+uid tells a failed Job from its replacement of the same name)."""
 ProgressListener = Callable[[str, str, bool], None]
 """Called with a runner Job's name, its pool and whether it completed (else: its runner is running)."""
 
@@ -97,7 +98,7 @@ class PodWatcher:
         """Classify one runner Pod as it is now."""
         metadata = pod.get("metadata") or {}
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
-        job = _job_name(pod)
+        job, uid = _owner(pod)
         pool = str((metadata.get("labels") or {}).get(manifests.POOL_LABEL, ""))
         if kind == "DELETED" or job is None:
             self.waiting.pop(key, None)
@@ -107,7 +108,7 @@ class PodWatcher:
         )
         if verdict is not None:
             self.waiting.pop(key, None)
-            self._on_failure(job, verdict)
+            self._on_failure(job, uid, verdict)
         elif failures.running(pod):
             self.waiting.pop(key, None)
             self._on_progress(job, pool, False)
@@ -121,7 +122,7 @@ class PodWatcher:
         involved = event.get("involvedObject") or {}
         verdict = failures.classify_event(event)
         if kind != "DELETED" and verdict is not None and involved.get("kind") == "Job":
-            self._on_failure(str(involved.get("name")), verdict)
+            self._on_failure(str(involved.get("name")), str(involved.get("uid")), verdict)
 
     def job_changed(self, job: dict[str, Any]) -> None:
         """A runner Job changed (from the Job inventory): a deadline it hit, or its completion."""
@@ -129,7 +130,7 @@ class PodWatcher:
         name, pool = str(metadata.get("name")), str((metadata.get("labels") or {}).get(manifests.POOL_LABEL))
         verdict = failures.classify_job(job)
         if verdict is not None:
-            self._on_failure(name, verdict)
+            self._on_failure(name, str(metadata.get("uid")), verdict)
         elif (job.get("status") or {}).get("succeeded"):
             self._on_progress(name, pool, True)
 
@@ -145,8 +146,9 @@ class PodWatcher:
             self.pod_changed("MODIFIED", pod)
 
 
-def _job_name(pod: dict[str, Any]) -> str | None:
+def _owner(pod: dict[str, Any]) -> tuple[str | None, str]:
+    """The name and uid of the Job that owns `pod` (None: not a Job's)."""
     for owner in (pod.get("metadata") or {}).get("ownerReferences") or []:
         if owner.get("kind") == "Job":
-            return str(owner.get("name"))
-    return None
+            return str(owner.get("name")), str(owner.get("uid"))
+    return None, ""

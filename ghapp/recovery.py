@@ -64,10 +64,13 @@ class Recovery:
 
     # -- what the pod watcher reports ----------------------------------------------------------------------
 
-    def runner_failed(self, job_name: str, failure: Failure) -> None:
-        """A runner failed: log, count, record an Event, update the pool's health, replace it if needed."""
+    def runner_failed(self, job_name: str, job_uid: str, failure: Failure) -> None:
+        """A runner failed: log, count, record an Event, update the pool's health, replace it if needed.
+
+        Only for the Job of that uid as ghapp knows it: news about a Job ghapp deleted (its Pod lingers a
+        moment) never counts against its replacement of the same name."""
         job = self._inventory.jobs.get(job_name)
-        if job is None or job.uid in self._handled or job.deleting:
+        if job is None or job.uid != job_uid or job.uid in self._handled or job.deleting:
             return
         self._handled[job.uid] = failure.reason
         self._forget_old()

@@ -44,7 +44,7 @@ async def test_an_image_pull_failure_gets_a_fresh_runner_then_ghapp_gives_up(
     assert attempt(ghapp, name) == "1"
     assert len(ghapp.kube.pods_of(NAMESPACE, name)) == 1  # the emulator's Job controller made its Pod
 
-    ghapp.kube.image_pull_failing(NAMESPACE, name, message='Back-off pulling image "bad:1"')
+    failed_pod = ghapp.kube.image_pull_failing(NAMESPACE, name, message='Back-off pulling image "bad:1"')
     await wait_for(lambda: attempt(ghapp, name) == "2", what="a fresh runner Job for the still-queued job")
     await ghapp.settle()
     assert ghapp.metric("ghapp_runner_failures_total", pool="linux", reason="image_pull") == 1
@@ -63,6 +63,11 @@ async def test_an_image_pull_failure_gets_a_fresh_runner_then_ghapp_gives_up(
 
     second = ghapp.kube.get("jobs", NAMESPACE, name)
     assert second is not None
+    # news of the failed Job's Pod that lingers (its owner's uid is the old one) is not the replacement's
+    ghapp.services.pods.pod_changed("MODIFIED", failed_pod)
+    await ghapp.settle()
+    assert ghapp.metric("ghapp_runner_failures_total", pool="linux", reason="image_pull") == 1
+    assert attempt(ghapp, name) == "2"
     ghapp.kube.image_pull_failing(NAMESPACE, name)
     job_id = int(name.removeprefix("ghapp-"))
     await wait_for(lambda: job_id in ghapp.services.launcher.health.given_up, what="ghapp to give up")
