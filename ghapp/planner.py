@@ -197,7 +197,7 @@ def plan_again(
 ) -> RunnerPlan | None:
     """The plan of a replacement for a failed runner, from what its Job records (the workflow job was
     admitted when the first runner was planned); None if its pool or scope no longer makes sense."""
-    pool = next((p for p in settings.pools if p.name == pool_name), None)
+    pool = settings.pool(pool_name)
     scope = RunnerScope.parse(scope_key)
     if pool is None or scope is None:
         return None
