@@ -7,6 +7,7 @@ need from GitHub — and only when a rule needs it — and reports refusals (a l
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from ghapp import planner, policy
 from ghapp.config import Pool, Settings
@@ -18,6 +19,18 @@ from ghapp.models import WorkflowJob
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True, kw_only=True)
+class Refusals:
+    """How often one rule refused a runner, and its latest example."""
+
+    rule: str
+    count: int
+    repository: str
+    job: str
+    reason: str
+    at: float
+
+
 class Admission:
     """Plans queued jobs under the runner policy, looking up on GitHub what the policy needs."""
 
@@ -26,6 +39,8 @@ class Admission:
         self._github = github
         self._metrics = metrics
         self._refused_installations: set[int] = set()
+        self.refusals: dict[str, Refusals] = {}
+        """Rule → its refusals since start (a count and the latest example)."""
 
     async def plan(self, job: WorkflowJob, *, pool: Pool | None = None) -> planner.RunnerPlan | planner.Skip:
         """The runner plan for `job` (in `pool`, when given), or why not. Facts GitHub cannot give make the
@@ -48,9 +63,18 @@ class Admission:
         facts = policy.Facts(app_owner=app_owner, head_repository=head_repository)
         return planner.plan(job, self.settings, facts=facts, pool=pool)
 
-    def refused(self, job: WorkflowJob, skip: planner.Skip) -> None:
+    def refused(self, job: WorkflowJob, skip: planner.Skip, *, at: float) -> None:
         """Count and log a refusal; an account's refusal is logged once per installation."""
         self._metrics.jobs_refused.labels(skip.rule).inc()
+        count = self.refusals[skip.rule].count if skip.rule in self.refusals else 0
+        self.refusals[skip.rule] = Refusals(
+            rule=skip.rule,
+            count=count + 1,
+            repository=job.repository.full_name,
+            job=job.name,
+            reason=skip.reason,
+            at=at,
+        )
         extra = {"rule": skip.rule, "account": job.repository.owner}
         if skip.rule != "account-not-allowed":
             log.info("refused: %s", skip.reason, extra=extra)

@@ -36,6 +36,8 @@ from ghapp.recovery import Recovery
 from ghapp.sensitive import Secret
 from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
+from ghapp.timeline import Timeline
+from ghapp.usage import Usage
 from ghapp.webhook import webhook_handler
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class Services:
     elector: LeaderElector
     recovery: Recovery
     pods: PodWatcher
+    timeline: Timeline
+    usage: Usage
     tasks: TaskSet
     """Work started by webhooks (launches); drained on shutdown."""
     background: TaskSet = field(default_factory=TaskSet)
@@ -76,6 +80,7 @@ class Services:
                 metrics=self.metrics,
                 activity=self.activity,
                 installations=self.installations,
+                timeline=self.timeline,
                 received_at=received_at,
             )
             await events.router.dispatch(event, ctx)
@@ -137,6 +142,17 @@ async def start_services(
     kube = KubeClient(http=kube_http, namespace=settings.namespace, clock=clock, metrics=metrics)
     tasks = TaskSet()
     inventory = Inventory(kube=kube, namespaces=settings.runner_namespaces, clock=clock, metrics=metrics)
+    timeline = Timeline(
+        capacity=settings.recent_jobs, metrics=metrics, pool_of_runner=lambda name: _pool_of(inventory, name)
+    )
+    usage = Usage(
+        metrics=metrics,
+        since=clock.now(),
+        by_repository=settings.usage_by_repository,
+        repository_of=lambda runner: _repository_taken(timeline, runner),
+    )
+    inventory.on_change(lambda before, after: timeline.runner_job_changed(before, after, now=clock.now()))
+    inventory.on_change(lambda before, after: usage.runner_job_changed(before, after, now=clock.now()))
     limiter = Limiter(
         inventory=inventory,
         pool_limits={pool.name: pool.max_runners for pool in settings.pools},
@@ -156,6 +172,7 @@ async def start_services(
         tasks=tasks,
         sightings=sightings,
         health=health,
+        timeline=timeline,
     )
     recovery = Recovery(
         settings=settings,
@@ -225,8 +242,20 @@ async def start_services(
         elector=elector,
         recovery=recovery,
         pods=pods,
+        timeline=timeline,
+        usage=usage,
         tasks=tasks,
     )
+
+
+def _pool_of(inventory: Inventory, runner_name: str) -> str | None:
+    job = inventory.jobs.get(runner_name)
+    return None if job is None else job.pool
+
+
+def _repository_taken(timeline: Timeline, runner_name: str) -> str | None:
+    taken = timeline.took(runner_name)
+    return None if taken is None else taken.repository
 
 
 SERVICES = web.AppKey("services", Services)

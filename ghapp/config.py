@@ -284,6 +284,10 @@ class Settings(BaseModel):
     allowed_accounts: tuple[str, ...] = ()
     """GHAPP_ALLOWED_ACCOUNTS: comma-separated org / user logins whose installations may get runners
     (case-insensitive); empty: only the App's owner; ``*``: any account."""
+    recent_jobs: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    """GHAPP_RECENT_JOBS: how many recent workflow jobs' timelines are kept in memory (oldest dropped)."""
+    usage_by_repository: bool = False
+    """GHAPP_USAGE_BY_REPOSITORY: also count runner seconds per repository (one metric series each)."""
     runner_service_account: str | None = None
     """GHAPP_RUNNER_SERVICE_ACCOUNT: a dedicated ServiceAccount for runner pods (it should have no
     permissions; verified at startup and by ``ghapp check``); default: each namespace's ``default``
@@ -422,6 +426,8 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_WATCH_BROKEN_LIMIT_SECONDS": "watch_broken_limit_seconds",
     "GHAPP_ALLOWED_ACCOUNTS": "allowed_accounts",
     "GHAPP_RUNNER_SERVICE_ACCOUNT": "runner_service_account",
+    "GHAPP_RECENT_JOBS": "recent_jobs",
+    "GHAPP_USAGE_BY_REPOSITORY": "usage_by_repository",
     "KUBECONFIG": "kubeconfig",
     "GHAPP_MAX_RUNNERS": "max_runners",
     "GHAPP_LAUNCH_CONCURRENCY": "launch_concurrency",

@@ -15,6 +15,7 @@ from ghapp.installations import DELETED, SUSPENDED, Installations
 from ghapp.launcher import Launcher
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
+from ghapp.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Context:
     metrics: Metrics
     activity: Activity
     installations: Installations
+    timeline: Timeline
     received_at: float
 
 
@@ -51,6 +53,7 @@ def _parse(event: sansio.Event, ctx: Context) -> WorkflowJob | None:
     logs.bind(
         installation_id=job.installation_id, repository=job.repository.full_name, workflow_job_id=job.id
     )
+    ctx.timeline.webhook(job, received_at=ctx.received_at)
     return job
 
 
@@ -61,8 +64,10 @@ async def on_queued(event: sansio.Event, ctx: Context) -> None:
         return
     match await ctx.admission.plan(job):
         case planner.Skip() as skip if skip.refused:
-            ctx.admission.refused(job, skip)
+            ctx.timeline.skipped(job.id, reason=skip.reason, rule=skip.rule)
+            ctx.admission.refused(job, skip, at=ctx.received_at)
         case planner.Skip(reason):
+            ctx.timeline.skipped(job.id, reason=reason)
             ctx.metrics.jobs_skipped.labels("no-matching-pool").inc()
             log.info("not ours: %s", reason, extra={"labels": list(job.labels)})
         case planner.RunnerPlan() as plan:
@@ -70,6 +75,7 @@ async def on_queued(event: sansio.Event, ctx: Context) -> None:
             ctx.activity.touch(
                 installation_id=job.installation_id, repository=job.repository.full_name, now=ctx.received_at
             )
+            ctx.timeline.planned(job.id, pool=plan.pool.name)
             ctx.launcher.submit(plan, received_at=ctx.received_at)
 
 

@@ -49,6 +49,12 @@ class RunnerJob:
     run_id: int = 0
     attempt: int = 1
     """Which runner for its workflow job this is (the Job's ``ghapp/attempt`` annotation)."""
+    ready: bool = False
+    """A pod of the Job is ready (``status.ready``): with no readiness probe, the runner container runs."""
+    started_at: float | None = None
+    """``status.startTime``: when the Job controller started the Job (its pod was made then)."""
+    finished_at: float | None = None
+    """When the Job completed or failed (``completionTime``, else the Failed condition's time)."""
 
     @property
     def active(self) -> bool:
@@ -84,6 +90,14 @@ class RunnerJob:
         runner_id = annotations.get(manifests.RUNNER_ID_ANNOTATION)
         run_id = str(annotations.get(manifests.RUN_ID_ANNOTATION, ""))
         attempt = str(annotations.get(manifests.ATTEMPT_ANNOTATION, ""))
+        failed_at = next(
+            (
+                c.get("lastTransitionTime")
+                for c in status.get("conditions") or []
+                if c.get("type") == "Failed"
+            ),
+            None,
+        )
         return cls(
             name=str(metadata.get("name", "")),
             namespace=str(metadata.get("namespace", "")),
@@ -100,7 +114,23 @@ class RunnerJob:
             runner_id=int(runner_id) if isinstance(runner_id, str) and runner_id.isdigit() else None,
             run_id=int(run_id) if run_id.isdigit() else 0,
             attempt=int(attempt) if attempt.isdigit() else 1,
+            ready=isinstance(status.get("ready"), int) and status["ready"] > 0,
+            started_at=_time(status.get("startTime")),
+            finished_at=_time(status.get("completionTime") or failed_at) if failed or succeeded else None,
         )
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+JobChange = Callable[["RunnerJob | None", "RunnerJob | None"], None]
+"""Hears every change of a runner Job: (before, after); None before = new to ghapp, None after = gone."""
 
 
 class Inventory:
@@ -125,6 +155,7 @@ class Inventory:
         self._tombstones: RecentMap[str, str] = RecentMap(
             clock=clock, ttl=TOMBSTONE_TTL, max_entries=MAX_TOMBSTONES
         )
+        self._change_listeners: list[JobChange] = []
         self._broken_since: dict[str, float] = {}  # namespace → first failure of its watch since it worked
         self.synced = asyncio.Event()
 
@@ -135,6 +166,10 @@ class Inventory:
     def on_job(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each runner Job object the watch brings (added or changed)."""
         self._job_listeners.append(listener)
+
+    def on_change(self, listener: JobChange) -> None:
+        """Call `listener(before, after)` (synchronously) for every change of a runner Job ghapp sees."""
+        self._change_listeners.append(listener)
 
     def active(self, pool: str | None = None) -> list[RunnerJob]:
         """Jobs that count against capacity, of one pool or all."""
@@ -274,6 +309,7 @@ class Inventory:
         if old is not None:
             self._count(old, -1)
         self._count(job, +1)
+        self._changed(old, job)
         if old is not None and old.active and not job.active:
             self._notify()
 
@@ -281,16 +317,25 @@ class Inventory:
         old = self.jobs.pop(name, None)
         if old is not None:
             self._count(old, -1)
+            self._changed(old, None)
             if old.active:
                 self._notify()
 
     def _replace(self, jobs: dict[str, RunnerJob]) -> None:
-        self.jobs = jobs
+        old_jobs, self.jobs = self.jobs, jobs
         self._counts.clear()
         self._metrics.runner_jobs.clear()
         for job in jobs.values():
             self._count(job, +1)
+        for name in old_jobs.keys() | jobs.keys():
+            before, after = old_jobs.get(name), jobs.get(name)
+            if before != after:
+                self._changed(before, after)
         self._notify()
+
+    def _changed(self, before: RunnerJob | None, after: RunnerJob | None) -> None:
+        for listener in self._change_listeners:
+            listener(before, after)
 
     def _count(self, job: RunnerJob, delta: int) -> None:
         key = (job.pool, job.state)

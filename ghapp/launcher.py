@@ -35,6 +35,7 @@ from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerPlan
 from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
+from ghapp.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,13 @@ class Launcher:
         tasks: TaskSet,
         sightings: Sightings,
         health: Health | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self.settings = settings
         self.health = health or Health([pool.name for pool in settings.pools])
+        self._timeline = timeline
+        self.pool_errors: dict[str, tuple[float, str]] = {}
+        """Pool → (when, what) of its last failed launch, until a launch of that pool succeeds."""
         self._github = github
         self._kube = kube
         self._inventory = inventory
@@ -231,6 +236,10 @@ class Launcher:
         """Launches under way plus jobs waiting for capacity."""
         return len(self._inflight) + len(self._waiting)
 
+    def is_waiting(self, workflow_job_id: int) -> bool:
+        """True if this job waits here for capacity."""
+        return workflow_job_id in self._waiting
+
     def is_known(self, workflow_job_id: int) -> bool:
         """True if this job is launching or waiting here, or another entry or runner stands for it."""
         return (
@@ -285,6 +294,7 @@ class Launcher:
                 await self._wait_out(plan, exc, received_at=received_at)
                 return LaunchResult("deferred", plan.name)
             except RunnerGroupNotFound as exc:
+                self._failed(plan, str(exc))
                 self._metrics.jobs_skipped.labels("unknown-runner-group").inc()
                 if (exc.org.lower(), exc.group.lower()) not in self._unknown_groups:
                     self._unknown_groups.add((exc.org.lower(), exc.group.lower()))
@@ -297,10 +307,18 @@ class Launcher:
                 return LaunchResult("skipped", plan.name)
             except GhappError as exc:
                 log.error("could not start a runner: %s", exc)
+                self._failed(plan, str(exc))
                 outcome = "failed"
             self._metrics.runners_launched.labels(plan.pool.name, outcome).inc()
+            if outcome in ("created", "exists"):
+                self.pool_errors.pop(plan.pool.name, None)
             if outcome == "created":
-                self._metrics.launch_seconds.labels(plan.pool.name).observe(self._clock.now() - received_at)
+                now = self._clock.now()
+                self._metrics.launch_seconds.labels(plan.pool.name).observe(now - received_at)
+                if self._timeline is not None:
+                    self._timeline.runner_job_created(
+                        plan.workflow_job_id, pool=plan.pool.name, name=plan.name, at=now
+                    )
                 log.info("runner Job created", extra={"job": plan.name, "scope": plan.scope.key})
             elif outcome == "exists":
                 log.info("runner Job exists already; nothing to do", extra={"job": plan.name})
@@ -349,6 +367,11 @@ class Launcher:
 
             wait.add_done_callback(ended)
         await asyncio.shield(wait)
+
+    def _failed(self, plan: RunnerPlan, error: str) -> None:
+        self.pool_errors[plan.pool.name] = (self._clock.now(), error)
+        if self._timeline is not None:
+            self._timeline.launch_failed(plan.workflow_job_id, error=error)
 
     async def _create(self, plan: RunnerPlan) -> Outcome:
         credential = await self._github.registration_token(

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+WAIT_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+"""Seconds a person waits: from a few seconds to hours."""
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
+"""Seconds a workflow job runs."""
+
 
 class Metrics:
     """All of ghapp's metrics, in a registry of their own (one per app, so tests do not share state)."""
@@ -113,6 +118,46 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("ghapp_leader", "1 while this replica holds the reconciler lease.", registry=r)
+        self.job_queued_to_runner_job = Histogram(
+            "ghapp_job_queued_to_runner_job_seconds",
+            "Seconds from a workflow job queued (GitHub's created_at) to its runner Job created, by pool.",
+            ["pool"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.job_runner_job_to_pod_running = Histogram(
+            "ghapp_job_runner_job_to_pod_running_seconds",
+            "Seconds from a runner Job created to its runner pod running, by pool.",
+            ["pool"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.job_queued_to_started = Histogram(
+            "ghapp_job_queued_to_started_seconds",
+            "Seconds from a workflow job queued to a runner taking it (started_at), by pool of that runner.",
+            ["pool"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "ghapp_job_duration_seconds",
+            "Seconds a workflow job ran on a runner (started_at to completed_at), by pool.",
+            ["pool"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.runner_seconds = Counter(
+            "ghapp_runner_seconds",
+            "Seconds runner pods ran (pod running to pod end), by pool and account (organisation or user).",
+            ["pool", "account"],
+            registry=r,
+        )
+        self.runner_repository_seconds = Counter(
+            "ghapp_runner_repository_seconds",
+            "Seconds runner pods ran, by pool and repository (only with GHAPP_USAGE_BY_REPOSITORY).",
+            ["pool", "repository"],
+            registry=r,
+        )
         self.kubernetes_requests = Counter(
             "ghapp_kubernetes_requests",
             "Kubernetes API requests, by verb, resource and HTTP status (0 = no response).",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from ghapp.clock import parse_timestamp
 from ghapp.errors import InvalidPayload
 
 OwnerType = Literal["Organization", "User"]
@@ -45,6 +46,17 @@ class WorkflowJob:
     runner_name: str | None
     repository: Repository
     installation_id: int
+    created_at: float | None = None
+    """When the job was queued (GitHub's ``created_at``), epoch seconds."""
+    started_at: float | None = None
+    """When a runner took it (``started_at``; meaningful from ``in_progress`` on)."""
+    completed_at: float | None = None
+    """When it completed (``completed_at``; only in ``completed``)."""
+
+    @property
+    def account(self) -> str:
+        """The organisation or user the job's repository belongs to."""
+        return self.repository.owner
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> WorkflowJob:
@@ -83,6 +95,9 @@ class WorkflowJob:
                 visibility=_optional(repo, "visibility", str) or ("private" if private else "public"),
             ),
             installation_id=installation["id"],
+            created_at=_time(job, "created_at"),
+            started_at=_time(job, "started_at"),
+            completed_at=_time(job, "completed_at"),
         )
 
 
@@ -103,6 +118,17 @@ def _typed(data: Mapping[str, Any], key: str, kind: type[T], *, where: str = "")
 def _optional(data: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
     value = data.get(key)
     return value if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool) else None
+
+
+def _time(data: Mapping[str, Any], key: str) -> float | None:
+    """An optional ISO 8601 timestamp (None when absent or unreadable: times are for reporting only)."""
+    value = _optional(data, key, str)
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
 
 
 def _path(where: str, key: str) -> str:
