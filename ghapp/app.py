@@ -14,7 +14,7 @@ from gidgethub import sansio
 from kubernetes_asyncio import client as k8s
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ghapp import events, logs
+from ghapp import events, logs, statuspage
 from ghapp.activity import Activity
 from ghapp.admission import Admission
 from ghapp.auth import AppAuth
@@ -35,6 +35,7 @@ from ghapp.reconciler import Reconciler
 from ghapp.recovery import Recovery
 from ghapp.sensitive import Secret
 from ghapp.sightings import Sightings
+from ghapp.status import StatusCollector
 from ghapp.tasks import TaskSet
 from ghapp.timeline import Timeline
 from ghapp.usage import Usage
@@ -290,11 +291,36 @@ def build_app(services: Services, *, reconcile: bool = True) -> web.Application:
 
 
 def build_admin_app(services: Services) -> web.Application:
-    """The admin application, for the cluster only: ``/metrics``."""
+    """The admin application, for the cluster only: ``/metrics``, ``/status`` (HTML), ``/status.json``."""
     app = web.Application()
     app[SERVICES] = services
+    app[STATUS] = StatusCollector(services=services)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status_page)
+    app.router.add_get("/status.json", _status_json)
+    app.router.add_get("/", _to_status)
     return app
+
+
+STATUS = web.AppKey("status", StatusCollector)
+
+
+async def _status_page(request: web.Request) -> web.Response:
+    status = await request.app[STATUS].collect()
+    return web.Response(
+        text=statuspage.html(status.as_dict()),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _status_json(request: web.Request) -> web.Response:
+    status = await request.app[STATUS].collect()
+    return web.json_response(status.as_dict(), headers={"Cache-Control": "no-store"})
+
+
+async def _to_status(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/status")
 
 
 def admin_listener(

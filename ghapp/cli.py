@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from aiohttp import web
 from kubernetes_asyncio import client as k8s
@@ -61,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="receive webhooks and start runners (needs the App credentials and a cluster)",
-        description="Serve POST /webhook, /healthz and /readyz on GHAPP_HOST:GHAPP_PORT, and /metrics "
-        "on GHAPP_HOST:GHAPP_ADMIN_PORT. "
+        description="Serve POST /webhook, /healthz and /readyz on GHAPP_HOST:GHAPP_PORT, and /metrics,"
+        " /status and /status.json on GHAPP_HOST:GHAPP_ADMIN_PORT. "
         "Kubernetes access: KUBECONFIG or ~/.kube/config if present, else the pod's service account.",
     )
     _add_pools_argument(serve)
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_setup_parser(commands)
     _add_check_parser(commands)
+    _add_status_parsers(commands)
     return parser
 
 
@@ -112,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return setup_command(args)
     if args.command == "check":
         return check_command(args)
+    if args.command in ("status", "usage"):
+        return status_command(args)
     try:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
@@ -350,6 +354,61 @@ def check_command(args: argparse.Namespace) -> int:
     results = asyncio.run(go())
     print(check.report(results), end="")
     return 0 if all(result.ok for result in results) else 1
+
+
+def _add_status_parsers(commands: Any) -> None:
+    for name, help_text in (
+        (
+            "status",
+            "print what a running ghapp knows: pools, waiting jobs and why, refusals, runners failing, "
+            "installations, the reconciler, runner time, recent jobs",
+        ),
+        ("usage", "print runner time per account and pool over the last 24 h and 7 d, from a running ghapp"),
+    ):
+        parser = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ". Reads /status.json on the admin port "
+            "(default: this host's GHAPP_ADMIN_PORT). In a cluster: kubectl exec deploy/ghapp -- ghapp "
+            + name
+            + ", or kubectl port-forward svc/ghapp-admin 9090 and run it locally.",
+        )
+        parser.add_argument(
+            "--url", help="the status JSON to read (default: http://127.0.0.1:ADMIN_PORT/status.json)"
+        )
+        parser.add_argument("--json", action="store_true", help="print the JSON as it is")
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """``ghapp status`` / ``ghapp usage``: fetch /status.json of a running ghapp and print it for people."""
+    from ghapp import statuspage
+
+    try:
+        url = args.url or f"http://127.0.0.1:{load_settings().admin_port}/status.json"
+    except GhappError as exc:
+        print(f"ghapp: error: {exc}", file=sys.stderr)
+        return 2
+
+    async def fetch() -> Any:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+            if response.status != 200:
+                raise GhappError(f"{url} answered HTTP {response.status}")
+            return await response.json()
+
+    try:
+        status = asyncio.run(fetch())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"ghapp: error: cannot read {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    except GhappError as exc:
+        print(f"ghapp: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status if args.command == "status" else status["usage"], indent=2))
+    else:
+        print(statuspage.text(status, only=None if args.command == "status" else "Runner time"), end="")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,8 @@ class RunnerJob:
     """``status.startTime``: when the Job controller started the Job (its pod was made then)."""
     finished_at: float | None = None
     """When the Job completed or failed (``completionTime``, else the Failed condition's time)."""
+    failure: str | None = None
+    """Why the Job failed, in the job controller's words (the Failed condition's reason and message)."""
 
     @property
     def active(self) -> bool:
@@ -117,7 +119,16 @@ class RunnerJob:
             ready=isinstance(status.get("ready"), int) and status["ready"] > 0,
             started_at=_time(status.get("startTime")),
             finished_at=_time(status.get("completionTime") or failed_at) if failed or succeeded else None,
+            failure=_failure(status) if failed else None,
         )
+
+
+def _failure(status: dict[str, Any]) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            words = [str(condition[key]) for key in ("reason", "message") if condition.get(key)]
+            return ": ".join(words) or None
+    return None
 
 
 def _time(value: Any) -> float | None:

@@ -236,6 +236,10 @@ class Launcher:
         """Launches under way plus jobs waiting for capacity."""
         return len(self._inflight) + len(self._waiting)
 
+    def waiting(self, pool: str) -> int:
+        """How many jobs wait here for capacity in `pool`."""
+        return self._limiter.waiting(pool)
+
     def is_waiting(self, workflow_job_id: int) -> bool:
         """True if this job waits here for capacity."""
         return workflow_job_id in self._waiting

@@ -46,6 +46,8 @@ class LeaderElector:
         self._renewed_at = 0.0
         self._version: str | None = None
         self.is_leader = False
+        self.holder: str | None = None
+        """Who held the lease when this replica last read it."""
         self._still_holds = False  # stopped campaigning while holding the lease: release() gives it up
 
     async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -136,6 +138,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         self._version = str((lease.get("metadata") or {}).get("resourceVersion", ""))
         holder = spec.get("holderIdentity") or ""
+        self.holder = holder or None
         record = f"{holder}|{spec.get('renewTime')}"
         if self._observed is None or self._observed[0] != record:
             self._observed = (record, now)
@@ -155,6 +158,7 @@ class LeaderElector:
 
     def _took(self, status: int, body: dict[str, Any], now: float) -> bool:
         if status in (200, 201):
+            self.holder = self.identity
             self._renewed_at = now
             self._version = str((body.get("metadata") or {}).get("resourceVersion", ""))
             return True

@@ -71,6 +71,10 @@ class PassReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fixes(self) -> dict[str, int]:
+        """What the pass fixed: action → count (every action, zeros included)."""
+        return {action: getattr(self, action) for action in FIXES}
+
 
 FIXES = (
     "redelivered",
@@ -127,6 +131,9 @@ class Reconciler:
         self._redeliveries: RecentMap[str, int] = RecentMap(
             clock=clock, ttl=settings.redelivery_lookback_seconds, max_entries=REMEMBERED_DELIVERIES
         )
+        self.last_pass_at: float | None = None
+        self.last_report: PassReport | None = None
+        """The latest pass this replica ran, and when it ended."""
         self._budgets = ScanBudgets(share=settings.reconcile_rate_share)
         self._scan_from: dict[int, str] = {}  # installation → the repository its next scan starts with
 
@@ -153,6 +160,7 @@ class Reconciler:
                 report.errors.append(f"{step.__name__.strip('_')}: {exc}")
                 log.warning("reconcile step failed: %s", exc)
         outcome = "failed" if report.errors else "ok"
+        self.last_pass_at, self.last_report = self._clock.now(), report
         self._metrics.reconcile_passes.labels(outcome).inc()
         for action, count in report.as_dict().items():
             if action in FIXES and count:
