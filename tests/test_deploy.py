@@ -210,9 +210,14 @@ def test_the_service_and_the_disruption_budget_select_the_pods(manifests: list[M
 def test_the_prometheus_overlay_adds_a_service_monitor(manifests: list[Manifest]) -> None:
     overlay = render(DEPLOY / "overlays" / "prometheus")
     monitors = [m for m in overlay if m["kind"] == "ServiceMonitor"]
-    assert len(overlay) == len(manifests) + 1
+    assert len(overlay) == len(manifests) + 2
+    (rule,) = [m for m in overlay if m["kind"] == "PrometheusRule"]  # tests/test_observability.py checks it
+    assert rule["metadata"]["namespace"] == NAMESPACE
     for manifest in overlay:
-        if manifest["kind"] != "ServiceMonitor":  # a CRD: no schema to check it against
+        if manifest["kind"] not in (
+            "ServiceMonitor",
+            "PrometheusRule",
+        ):  # CRDs: no schema to check them against
             validate(manifest)
     (monitor,) = monitors
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
