@@ -4,10 +4,12 @@ controller) is proven here, on kube-apiserver, etcd and kube-controller-manager 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ghapp import check
+from ghapp.clock import ManualClock, parse_timestamp
 from ghapp.config import load_settings
 
 from .conftest import ORG_INSTALLATION, Ghapp
@@ -85,3 +87,95 @@ async def test_check_fails_a_pool_whose_dedicated_service_account_is_missing(
         await cluster.objects("secrets", cluster_namespace, selector="app.kubernetes.io/managed-by=ghapp")
         == []
     )
+
+
+async def test_pod_running_and_runner_time_come_from_the_real_job_controller(
+    real_ghapp_with: Callable[..., Awaitable[Ghapp]],
+    cluster: Cluster,
+    cluster_namespace: str,
+    clock: ManualClock,
+) -> None:
+    """The real Job controller reports a ready pod in the Job's ``status.ready`` and the end in its
+    ``completionTime``: the timeline's "pod running" and the runner seconds come from there."""
+    clock.current = time.time() - 60  # ghapp's clock a minute behind the API server's: runner time > 50 s
+    ghapp = await real_ghapp_with()
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    name = f"ghapp-{job_id}"
+    timeline = ghapp.services.timeline
+
+    async def pods() -> list[dict[str, Any]]:
+        return await cluster.objects("pods", cluster_namespace, selector=f"job-name={name}")
+
+    (pod,) = await eventually(pods, what="the Job controller to create the runner Pod")
+    clock.advance(7)
+    # play the kubelet: the runner container runs and is ready
+    await cluster.patch_status(
+        "pod",
+        pod["metadata"]["name"],
+        cluster_namespace,
+        {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {
+                    "name": "runner",
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+            ],
+        },
+    )
+
+    async def running() -> bool:
+        entry = timeline.get(job_id)
+        return entry is not None and entry.pod_running_at is not None
+
+    await eventually(running, what="status.ready from the Job controller")
+    entry = timeline.get(job_id)
+    assert entry is not None
+    assert entry.runner_job_created_at is not None
+    assert entry.pod_running_at == clock.now()
+    assert ghapp.metric("ghapp_job_runner_job_to_pod_running_seconds_sum", pool="linux") == (
+        entry.pod_running_at - entry.runner_job_created_at
+    )
+    assert ghapp.metric("ghapp_job_runner_job_to_pod_running_seconds_count", pool="linux") == 1
+
+    # the runner exits: the Job controller completes the Job with its completionTime
+    await cluster.patch_status(
+        "pod",
+        pod["metadata"]["name"],
+        cluster_namespace,
+        {
+            "phase": "Succeeded",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+                {
+                    "name": "runner",
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+                }
+            ],
+        },
+    )
+
+    async def finished() -> bool:
+        job = ghapp.services.inventory.jobs.get(name)
+        return job is not None and job.finished
+
+    await eventually(finished, within=30, what="the Job controller to complete the Job")
+    job = await cluster.get("job", name, cluster_namespace)
+    assert job is not None
+    completed = parse_timestamp(job["status"]["completionTime"])
+    assert ghapp.services.inventory.jobs[name].finished_at == completed
+    seconds = ghapp.metric("ghapp_runner_seconds_total", pool="linux", account="acme")
+    assert seconds == completed - entry.pod_running_at
+    assert seconds > 50
+    (row,) = ghapp.services.usage.window(86400, now=completed).rows
+    assert (row.account, row.pool, row.seconds) == ("acme", "linux", round(seconds, 3))
