@@ -60,10 +60,15 @@ class ScanBudgets:
 
     def for_pass(self, installation_id: int, window: RateWindow | None, *, now: float) -> Budget:
         """What a pass may spend now: the window's allowance not yet spent, and `share` of what remains."""
-        if window is None or window.reset_at <= now:
-            window = RateWindow(limit=DEFAULT_LIMIT, remaining=DEFAULT_LIMIT, reset_at=now + DEFAULT_WINDOW)
-        allowance = math.floor(self._share * window.limit) - self.spent(installation_id, window)
-        return Budget(min(allowance, math.floor(self._share * window.remaining)))
+        window = _current(window, now)
+        return Budget(
+            min(self.allowance(installation_id, window, now=now), math.floor(self._share * window.remaining))
+        )
+
+    def allowance(self, installation_id: int, window: RateWindow | None, *, now: float) -> int:
+        """What the scan may still spend of `window`'s allowance (`share` of its limit) until it resets."""
+        window = _current(window, now)
+        return max(0, math.floor(self._share * window.limit) - self.spent(installation_id, window))
 
     def spent(self, installation_id: int, window: RateWindow) -> int:
         """Requests the scan spent for `installation_id` in `window` (0 in a window it has not spent in)."""
@@ -78,3 +83,10 @@ class ScanBudgets:
 
     def forget(self, installation_id: int) -> None:
         self._spent.pop(installation_id, None)
+
+
+def _current(window: RateWindow | None, now: float) -> RateWindow:
+    """`window`, or a fresh default one if GitHub has not described one yet or it has reset."""
+    if window is None or window.reset_at <= now:
+        return RateWindow(limit=DEFAULT_LIMIT, remaining=DEFAULT_LIMIT, reset_at=now + DEFAULT_WINDOW)
+    return window

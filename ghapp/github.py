@@ -136,6 +136,7 @@ class RateLimits:
             return
         self._windows[bucket] = RateWindow(limit=limit, remaining=remaining, reset_at=reset_at)
         self._metrics.github_rate_limit_remaining.labels(bucket).set(remaining)
+        self._metrics.github_rate_limit_reset.labels(bucket).set(reset_at)
 
     def wait_needed(self, bucket: str, now: float) -> float:
         """Seconds to wait before calling as `bucket` (0 unless its window is used up)."""

@@ -71,6 +71,25 @@ class Metrics:
             ["installation"],
             registry=r,
         )
+        self.github_rate_limit_reset = Gauge(
+            "ghapp_github_rate_limit_reset_timestamp",
+            "When the current GitHub rate-limit window resets (Unix time), by installation ('app': the JWT).",
+            ["installation"],
+            registry=r,
+        )
+        self.scan_budget_remaining = Gauge(
+            "ghapp_scan_budget_remaining",
+            "Requests the reconciler's queued-job scan may still spend in the installation's current "
+            "rate-limit window (GHAPP_RECONCILE_RATE_SHARE of its limit, less what the scan spent in it).",
+            ["installation"],
+            registry=r,
+        )
+        self.reconcile_seconds = Histogram(
+            "ghapp_reconcile_pass_seconds",
+            "Seconds one reconcile pass took.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
         self.runner_jobs = Gauge(
             "ghapp_runner_jobs",
             "Runner Jobs in the cluster, by pool and state (active, finished, failed, deleting).",

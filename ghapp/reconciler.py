@@ -150,6 +150,7 @@ class Reconciler:
     async def reconcile_once(self) -> PassReport:
         """One full pass; a failing step is logged and the others still run."""
         report = PassReport()
+        started = self._clock.now()
         self._ended.clear()
         if not self._inventory.synced.is_set():
             await self._inventory.sync()
@@ -159,6 +160,7 @@ class Reconciler:
             except GhappError as exc:
                 report.errors.append(f"{step.__name__.strip('_')}: {exc}")
                 log.warning("reconcile step failed: %s", exc)
+        self._metrics.reconcile_seconds.observe(self._clock.now() - started)
         outcome = "failed" if report.errors else "ok"
         self.last_pass_at, self.last_report = self._clock.now(), report
         self._metrics.reconcile_passes.labels(outcome).inc()
@@ -263,7 +265,11 @@ class Reconciler:
             try:
                 await self._scan_installation(installation_id, sorted(repositories), scan, report, budget)
             finally:
-                self._budgets.record(installation_id, self._github.rate_limits.window(bucket), budget)
+                window = self._github.rate_limits.window(bucket)
+                self._budgets.record(installation_id, window, budget)
+                self._metrics.scan_budget_remaining.labels(bucket).set(
+                    self._budgets.allowance(installation_id, window, now=self._clock.now())
+                )
             for repository in repositories:
                 owner = repository.split("/", 1)[0]
                 # a repository not scanned in full leaves its scopes' queued counts unknown

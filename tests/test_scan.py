@@ -102,6 +102,10 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
     first = await reconcile()  # 9 requests (share of what remains): r0 and r1 in full (4 each), then r2 stops
     await ghapp.settle()
     assert (scan_calls(), first.repositories_deferred, first.errors) == (9, 2, [])
+    inst = str(ORG_INSTALLATION)
+    assert ghapp.metric("ghapp_scan_budget_remaining", installation=inst) == 1  # 10 a window, 9 spent
+    reset = ghapp.metric("ghapp_github_rate_limit_reset_timestamp", installation=inst)
+    assert clock.now() < reset <= clock.now() + 3600
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories[:2]}
     assert f"ghapp-{lost['acme/r2']}" not in names(ghapp.runner_jobs())
 
@@ -111,11 +115,14 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
     assert (scan_calls(), second.repositories_deferred, scan_calls(304)) == (11, 4, 1)
     third = await reconcile()  # and then no request at all until GitHub's window resets
     assert (scan_calls(), third.repositories_deferred, third.launched) == (11, 4, 0)
+    assert ghapp.metric("ghapp_scan_budget_remaining", installation=inst) == 0
 
     clock.advance(3601)  # a new window: the scan goes on with r2 and r3, not from the start
     fourth = await reconcile()
     await ghapp.settle()
     assert (fourth.repositories_deferred, fourth.launched, fourth.errors) == (0, 2, [])
+    assert ghapp.metric("ghapp_scan_budget_remaining", installation=inst) == 10 - 6  # a new window
+    assert ghapp.metric("ghapp_github_rate_limit_reset_timestamp", installation=inst) > reset
     # r2's jobs and all of r3 cost 6 requests; r0 and r1 did not change since the first pass: 8 free 304s
     assert scan_calls() == 11 + 16
     assert scan_calls(304) == 1 + 2 + 8
