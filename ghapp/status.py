@@ -49,8 +49,8 @@ class PoolStatus:
     healthy: bool
     problem: str | None
     """Why the pool is not healthy (its last launch error), None when healthy."""
-    outdated: bool | None
-    """Whether its runner image is too old for GitHub (None: not known)."""
+    outdated: bool
+    """Whether its runners exit as too old for GitHub (exit code 7, until one of them completes a job)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +204,15 @@ class StatusCollector:
         s = self._services
         pools = []
         for pool in s.settings.pools:
+            # the pool's health (its runners' failures: ghapp.health, also ghapp_pool_healthy), then whether
+            # its last launch failed (GitHub or Kubernetes refused to make a runner)
+            health = s.launcher.health.pools.get(pool.name)
             error = s.launcher.pool_errors.get(pool.name)
+            problem = None
+            if health is not None and not health.healthy:
+                problem = f"{health.reason}: {health.message}"
+            elif error is not None:
+                problem = f"launch failed: {error[1]}"
             pools.append(
                 PoolStatus(
                     name=pool.name,
@@ -213,9 +221,9 @@ class StatusCollector:
                     active=s.inventory.active_count(pool.name),
                     max_runners=pool.max_runners,
                     waiting=s.launcher.waiting(pool.name),
-                    healthy=error is None,
-                    problem=None if error is None else error[1],
-                    outdated=None,
+                    healthy=problem is None,
+                    problem=problem,
+                    outdated=health is not None and health.reason == "outdated",
                 )
             )
         return pools
@@ -248,6 +256,9 @@ class StatusCollector:
         s = self._services
         if entry.refused_rule is not None:
             return REFUSED, f"rule {entry.refused_rule}: {entry.skipped}"
+        given_up = s.launcher.health.given_up.get(entry.id)
+        if given_up is not None:
+            return RUNNER_FAILING, f"ghapp gave up starting runners for it: {given_up}"
         pool = s.settings.pool(entry.pool) if entry.pool else None
         if pool is not None and s.launcher.is_waiting(entry.id):
             active = s.inventory.active_count(pool.name)

@@ -66,7 +66,7 @@ def _pool_health(pool: dict[str, Any]) -> tuple[str, str]:
 
 
 def _outdated(pool: dict[str, Any]) -> str:
-    return {True: "yes", False: "no"}.get(pool["outdated"], "not known")
+    return "yes: exit code 7, update the image" if pool["outdated"] else "no"
 
 
 def _step(start: Any, end: Any) -> str:

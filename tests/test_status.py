@@ -191,3 +191,20 @@ async def test_ghapp_status_and_usage_in_a_terminal(
     assert code == 1
     assert err.startswith("ghapp: error: cannot read http://127.0.0.1:9/status.json")
     assert "Traceback" not in err
+
+
+async def test_a_pool_whose_runners_are_outdated_says_so(ghapp: Ghapp) -> None:
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    ghapp.kube.run_pod(NAMESPACE, f"ghapp-{job_id}")
+    ghapp.kube.exit_pod(NAMESPACE, f"ghapp-{job_id}", exit_code=7)  # the runner is too old for GitHub
+    await wait_for(lambda: ghapp.metric("ghapp_pool_healthy", pool="linux") == 0, what="the pool unhealthy")
+
+    pools = {pool["name"]: pool for pool in (await status_json(ghapp))["pools"]}
+    assert pools["linux"]["healthy"] is False
+    assert pools["linux"]["outdated"] is True
+    assert pools["linux"]["problem"].startswith("outdated: the runner's version is deprecated")
+    assert (pools["gpu"]["healthy"], pools["gpu"]["outdated"]) == (True, False)
+    _, _, page = await get(ghapp, "/status")
+    assert "1 pool(s) unhealthy: linux" in page
+    assert "yes: exit code 7, update the image" in page
