@@ -192,6 +192,7 @@ async def start_services(
         clock=clock,
         on_failure=recovery.runner_failed,
         on_progress=recovery.runner_progressed,
+        on_pod=lambda pod: timeline.pod_changed(pod, now=clock.now()),
     )
     inventory.on_job(pods.job_changed)
     admission = Admission(settings=settings, github=github, metrics=metrics)

@@ -112,3 +112,13 @@ def format_timestamp(value: float) -> str:
 def parse_timestamp(value: str) -> float:
     """An ISO 8601 timestamp as GitHub writes it (``2026-01-01T00:00:00Z``) to epoch seconds."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def timestamp_or_none(value: object) -> float | None:
+    """`value` as epoch seconds if it is an ISO 8601 timestamp, else None (for times only reported)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None

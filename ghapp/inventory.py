@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ghapp import manifests
-from ghapp.clock import Clock, parse_timestamp
+from ghapp.clock import Clock, parse_timestamp, timestamp_or_none
 from ghapp.errors import KubernetesError
 from ghapp.kube import Expired, KubeClient
 from ghapp.metrics import Metrics
@@ -117,8 +117,10 @@ class RunnerJob:
             run_id=int(run_id) if run_id.isdigit() else 0,
             attempt=int(attempt) if attempt.isdigit() else 1,
             ready=isinstance(status.get("ready"), int) and status["ready"] > 0,
-            started_at=_time(status.get("startTime")),
-            finished_at=_time(status.get("completionTime") or failed_at) if failed or succeeded else None,
+            started_at=timestamp_or_none(status.get("startTime")),
+            finished_at=timestamp_or_none(status.get("completionTime") or failed_at)
+            if failed or succeeded
+            else None,
             failure=_failure(status) if failed else None,
         )
 
@@ -129,15 +131,6 @@ def _failure(status: dict[str, Any]) -> str | None:
             words = [str(condition[key]) for key in ("reason", "message") if condition.get(key)]
             return ": ".join(words) or None
     return None
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        return None
 
 
 JobChange = Callable[["RunnerJob | None", "RunnerJob | None"], None]

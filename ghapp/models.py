@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ghapp.clock import parse_timestamp
+from ghapp.clock import timestamp_or_none
 from ghapp.errors import InvalidPayload
 
 OwnerType = Literal["Organization", "User"]
@@ -95,9 +95,9 @@ class WorkflowJob:
                 visibility=_optional(repo, "visibility", str) or ("private" if private else "public"),
             ),
             installation_id=installation["id"],
-            created_at=_time(job, "created_at"),
-            started_at=_time(job, "started_at"),
-            completed_at=_time(job, "completed_at"),
+            created_at=timestamp_or_none(job.get("created_at")),
+            started_at=timestamp_or_none(job.get("started_at")),
+            completed_at=timestamp_or_none(job.get("completed_at")),
         )
 
 
@@ -118,17 +118,6 @@ def _typed(data: Mapping[str, Any], key: str, kind: type[T], *, where: str = "")
 def _optional(data: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
     value = data.get(key)
     return value if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool) else None
-
-
-def _time(data: Mapping[str, Any], key: str) -> float | None:
-    """An optional ISO 8601 timestamp (None when absent or unreadable: times are for reporting only)."""
-    value = _optional(data, key, str)
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        return None
 
 
 def _path(where: str, key: str) -> str:

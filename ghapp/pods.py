@@ -44,8 +44,11 @@ class PodWatcher:
         clock: Clock,
         on_failure: FailureListener,
         on_progress: ProgressListener,
+        on_pod: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`on_pod`: hears every runner Pod as it is now (the timelines take its times from it)."""
         self._kube = kube
+        self._on_pod = on_pod
         self._clock = clock
         self._on_failure = on_failure
         self._on_progress = on_progress
@@ -103,6 +106,8 @@ class PodWatcher:
         if kind == "DELETED" or job is None:
             self.waiting.pop(key, None)
             return
+        if self._on_pod is not None:
+            self._on_pod(pod)
         verdict = failures.classify_pod(
             pod, now=self._clock.now(), unschedulable_after=self._unschedulable_after.get(pool, 300.0)
         )

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ghapp import failures, manifests
+from ghapp.clock import timestamp_or_none
 from ghapp.inventory import RunnerJob
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
@@ -160,11 +162,29 @@ class Timeline:
             entry.pool, entry.launch_error = entry.pool or after.pool, None
             self._made_for[after.name] = entry.id
         started_running = after.ready and not after.finished and (before is None or not before.ready)
-        if started_running and entry.pod_running_at is None:
-            if before is None:
-                return  # first seen already running (a list after a restart): when it started is unknown
+        if started_running and before is not None:  # first seen running in a list: when it began is unknown
+            self._pod_running(entry, after.pool, now)
+
+    def pod_changed(self, pod: dict[str, Any], *, now: float) -> None:
+        """A runner Pod changed (from the pod watch): when it was scheduled, and when its runner runs."""
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        job_id = str(labels.get(manifests.JOB_ID_LABEL, ""))
+        entry = self._jobs.get(int(job_id)) if job_id.isdigit() else None
+        if entry is None:
+            return
+        if entry.pod_scheduled_at is None:
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
+                    entry.pod_scheduled_at = timestamp_or_none(condition.get("lastTransitionTime")) or now
+        if failures.running(pod):
+            self._pod_running(entry, str(labels.get(manifests.POOL_LABEL, entry.pool or "")), now)
+
+    def _pod_running(self, entry: JobTimeline, pool: str, now: float) -> None:
+        """The runner's pod runs (seen first by the pod watch or by the Job's ``status.ready``)."""
+        if entry.pod_running_at is None:
             entry.pod_running_at = now
-            self._observe(entry, "runner_job_to_pod_running", after.pool, entry.runner_job_created_at, now)
+            self._observe(entry, "runner_job_to_pod_running", pool, entry.runner_job_created_at, now)
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 

@@ -99,6 +99,21 @@ async def test_a_jobs_timeline_and_histograms_exact_to_the_second(ghapp: Ghapp, 
     assert usage.covered == clock.now() - ghapp.services.usage.since  # since this process started
 
 
+async def test_pod_scheduled_and_running_from_the_pod_watch(ghapp: Ghapp, clock: ManualClock) -> None:
+    job_id = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    entry = ghapp.services.timeline.get(job_id)
+    assert entry is not None
+    assert entry.runner_job_created_at is not None
+    clock.advance(4)
+    ghapp.kube.run_pod(NAMESPACE, f"ghapp-{job_id}")  # the kubelet: scheduled, image pulled, running
+    await wait_for(lambda: entry.pod_running_at is not None, what="the pod watch")
+    assert entry.pod_scheduled_at == clock.now()  # the emulator's PodScheduled has no time: when seen
+    assert entry.pod_running_at == clock.now()
+    assert ghapp.metric("ghapp_job_runner_job_to_pod_running_seconds_sum", pool="linux") == 4
+    assert ghapp.metric("ghapp_job_runner_job_to_pod_running_seconds_count", pool="linux") == 1
+
+
 async def test_runner_seconds_per_repository_only_when_asked(ghapp_with, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
     ghapp = await ghapp_with(GHAPP_USAGE_BY_REPOSITORY="true")
     clock.current = float(int(clock.current))
