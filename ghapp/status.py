@@ -92,6 +92,8 @@ class InstallationStatus:
     account_type: str
     allowed: bool
     suspended: bool
+    out_of_service: str | None
+    """Why ghapp treats it as gone (`deleted`, `suspended`: no runners, no calls); None: in service."""
     rate_limit_remaining: int | None
     rate_limit: int | None
 
@@ -314,8 +316,10 @@ class StatusCollector:
                 owner = await s.github.app_owner()
             except GhappError as exc:
                 log.warning("status: could not look up the App's owner: %s", exc)
+        retired = s.installations.retired()
         statuses = []
         for installation in found:
+            gone = retired.get(installation.id)
             window = s.github.rate_limits.window(str(installation.id))
             verdict = policy.account_verdict(
                 installation.account, allowed=s.settings.allowed_accounts, app_owner=owner
@@ -327,6 +331,7 @@ class StatusCollector:
                     account_type=installation.account_type,
                     allowed=verdict is None,
                     suspended=installation.suspended,
+                    out_of_service=None if gone is None else gone.reason,
                     rate_limit_remaining=None if window is None else window.remaining,
                     rate_limit=None if window is None else window.limit,
                 )

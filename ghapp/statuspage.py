@@ -65,6 +65,12 @@ def _pool_health(pool: dict[str, Any]) -> tuple[str, str]:
     return "healthy", "ok"
 
 
+def _installation_state(installation: dict[str, Any]) -> tuple[str, str]:
+    if installation["out_of_service"]:
+        return f"{installation['out_of_service']}: no runners", "bad"
+    return ("suspended", "bad") if installation["suspended"] else ("active", "")
+
+
 def _outdated(pool: dict[str, Any]) -> str:
     return "yes: exit code 7, update the image" if pool["outdated"] else "no"
 
@@ -125,7 +131,7 @@ def sections(status: dict[str, Any]) -> list[tuple[str, list[str], list[list[tup
             (i["account"], ""),
             (i["account_type"], ""),
             ("yes" if i["allowed"] else "no (GHAPP_ALLOWED_ACCOUNTS)", "ok" if i["allowed"] else "bad"),
-            ("suspended" if i["suspended"] else "active", "bad" if i["suspended"] else ""),
+            _installation_state(i),
             (
                 "not used yet"
                 if i["rate_limit_remaining"] is None

@@ -208,3 +208,14 @@ async def test_a_pool_whose_runners_are_outdated_says_so(ghapp: Ghapp) -> None:
     _, _, page = await get(ghapp, "/status")
     assert "1 pool(s) unhealthy: linux" in page
     assert "yes: exit code 7, update the image" in page
+
+
+async def test_an_installation_out_of_service_says_so(ghapp: Ghapp) -> None:
+    delivery = await ghapp.github.deliver("installation", ghapp.github.suspend_installation(ORG_INSTALLATION))
+    assert delivery.ok
+    await ghapp.settle()
+    accounts = {i["account"]: i for i in (await status_json(ghapp))["installations"]}
+    assert accounts["acme"]["out_of_service"] == "suspended"
+    assert accounts["alice"]["out_of_service"] is None
+    _, _, page = await get(ghapp, "/status")
+    assert "suspended: no runners" in page
