@@ -79,6 +79,8 @@ async def test_every_dashboard_query_uses_metrics_ghapp_exports(ghapp: Ghapp) ->
         "ghapp_job_duration_seconds_bucket",
         "ghapp_runner_seconds_total",
         "ghapp_queue_length",
+        "ghapp_pool_healthy",
+        "ghapp_runner_failures_total",
     } <= used
 
 
@@ -122,6 +124,8 @@ def test_the_alert_rules_pass_promtool(tmp_path: Path) -> None:
         "GhappNoWebhooks",
         "GhappJobsWaitingForCapacity",
         "GhappJobsWaitLong",
+        "GhappPoolUnhealthy",
+        "GhappRunnerOutdated",
         "GhappPoolLaunchesFailing",
         "GhappRunnerJobsFailing",
         "GhappReconcileFailing",
@@ -132,7 +136,7 @@ def test_the_alert_rules_pass_promtool(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(rule_groups()))
     result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def expected(alert: str, **labels: str) -> dict[str, Any]:
@@ -173,6 +177,23 @@ def expected(alert: str, **labels: str) -> dict[str, Any]:
             },
             "45m",
             {},
+        ),
+        # a pool marked unhealthy on one replica (the other has not seen its failures)
+        (
+            "GhappPoolUnhealthy",
+            {
+                'ghapp_pool_healthy{pool="gpu",pod="a"}': "0x20",
+                'ghapp_pool_healthy{pool="linux",pod="a"}': "1x20",
+            },
+            "10m",
+            {"pool": "gpu"},
+        ),
+        # a runner exits with code 7: at once
+        (
+            "GhappRunnerOutdated",
+            {'ghapp_runner_failures_total{pool="linux",reason="outdated"}': "0 0 0 1x20"},
+            "5m",
+            {"pool": "linux"},
         ),
         # every launch of a pool fails
         (
@@ -224,6 +245,8 @@ def test_a_healthy_ghapp_raises_no_alert(tmp_path: Path) -> None:
         'ghapp_runners_launched_total{pool="linux",outcome="created"}': "0+3x60",
         'ghapp_github_rate_limit_remaining{installation="42"}': "4900-10x60",
         'ghapp_runner_jobs{pool="linux",state="failed"}': "0x60",
+        'ghapp_pool_healthy{pool="linux"}': "1x60",
+        'ghapp_runner_failures_total{pool="linux",reason="image_pull"}': "0 1 1x58",
         'ghapp_job_queued_to_started_seconds_bucket{pool="linux",le="60"}': "0+3x60",
         'ghapp_job_queued_to_started_seconds_bucket{pool="linux",le="+Inf"}': "0+3x60",
     }
