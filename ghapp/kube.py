@@ -53,6 +53,8 @@ COLLECTIONS: Final[dict[str, str]] = {
 }
 WATCH_SECONDS: Final = 240
 """Server-side timeout of one watch request; the watch is simply renewed after it."""
+LIST_PAGE: Final = 500
+"""Objects per page of a list (``limit``); the rest follows with ``continue``, so no answer is huge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +125,13 @@ class KubeClient:
         selector: str = RUNNER_SELECTOR,
         fields: str = "",
         namespace: str | None = None,
+        page_size: int = LIST_PAGE,
     ) -> tuple[list[dict[str, Any]], str]:
-        """All objects matching `selector` and the field selector `fields` (all pages), and the list's
-        resourceVersion (to watch from)."""
+        """All objects matching `selector` and the field selector `fields` (all pages of `page_size`,
+        following ``continue``), and the list's resourceVersion (to watch from)."""
         items: list[dict[str, Any]] = []
         query = _selectors(selector, fields)
-        query["limit"] = 500
+        query["limit"] = page_size
         while True:
             answer = await self._call("list", resource, query=query, accept=(200,), namespace=namespace)
             items.extend(answer.body.get("items") or [])
@@ -197,6 +200,7 @@ class KubeClient:
         namespace: str | None = None,
         selector: str = RUNNER_SELECTOR,
         fields: str = "",
+        timeout_seconds: int = WATCH_SECONDS,
     ) -> AsyncIterator[WatchEvent]:
         """Changes to the objects matching `selector` and `fields` (default: ghapp's runner objects) after
         `resource_version`, until the server ends the watch.
@@ -209,14 +213,14 @@ class KubeClient:
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": WATCH_SECONDS,
+            "timeoutSeconds": timeout_seconds,
         }
         try:
             response = await self._http.request(
                 "GET",
                 path,
                 query=query,
-                limits=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30),
+                limits=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30),
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.kubernetes_requests.labels("watch", resource, "0").inc()
