@@ -252,7 +252,7 @@ class Settings(BaseModel):
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
     share of each window's limit, and of what remains when a pass starts)."""
-    github_cache_entries: Annotated[int, Field(ge=0)] = 5000
+    github_cache_entries: Annotated[int, Field(ge=0)] = 20_000
     """GHAPP_GITHUB_CACHE_ENTRIES: GitHub answers kept for conditional requests (ETag; a 304 answer costs no
     rate limit); 0: none."""
     activity_ttl_seconds: Annotated[float, Field(ge=60)] = 24 * 3600.0

@@ -16,11 +16,11 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import cachetools
 import gidgethub
 from gidgethub import aiohttp as gh_aiohttp
 
 from ghapp import __version__
+from ghapp.answers import CompressedAnswers
 from ghapp.auth import AppAuth, InstallationTokens
 from ghapp.budget import DEFAULT_LIMIT, Budget, RateWindow
 from ghapp.cache import Expiring, ExpiringCache
@@ -50,7 +50,7 @@ WORKFLOW_RUN_CACHE_SIZE: Final = 10_000
 """At most this many workflow runs' head repositories are remembered."""
 DELETED_REPOSITORY: Final = "(deleted repository)"
 """The head repository of a run whose head repository is gone (a deleted fork): never the base."""
-CACHE_ENTRIES: Final = 5000
+CACHE_ENTRIES: Final = 20_000
 """GitHub answers kept for conditional requests, by default (``GHAPP_GITHUB_CACHE_ENTRIES``)."""
 NOT_MODIFIED: Final = 304
 DEFAULT_RUNNER_GROUP_ID: Final = 1
@@ -181,9 +181,7 @@ class GitHubClient:
     ) -> None:
         # GETs send If-None-Match / If-Modified-Since for answers kept here; a 304 is served from it (and is
         # not counted against the rate limit by GitHub)
-        cache: cachetools.LRUCache[str, Any] | None = (
-            cachetools.LRUCache(maxsize=cache_entries) if cache_entries else None
-        )
+        cache = CompressedAnswers(maxsize=cache_entries) if cache_entries else None
         self._api = _RecordingAPI(session, USER_AGENT, base_url=api_url, cache=cache)
         self._app_auth = app_auth
         self._clock = clock
