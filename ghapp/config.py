@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -42,6 +44,134 @@ def _dns_label(value: str, *, what: str, max_length: int = 63) -> str:
             f"{what} must be a DNS label: lowercase letters, digits and '-', at most {max_length} characters"
         )
     return value
+
+
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Day names of a warm schedule window, Monday first (``datetime.weekday()`` order)."""
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
+DEFAULT_RECYCLE_SECONDS = 3600
+"""A warm runner idle this long is replaced (registration tokens live an hour)."""
+
+
+def minutes_of(clock_time: str) -> int:
+    """``HH:MM`` (``24:00`` allowed) to minutes since midnight."""
+    hours, _, minutes = clock_time.partition(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class WarmWindow(BaseModel):
+    """A time window of a warm entry: on these days, from `start` to `end` local time, keep `min_idle`.
+
+    A window whose `end` is not after its `start` crosses midnight: it starts on the listed days and ends
+    on the next day. Times are wall-clock times in `timezone`, so the window follows daylight saving time.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: tuple[Weekday, ...]
+    """Days of the week the window starts on (``mon`` … ``sun``)."""
+    start: str
+    """Local start time, ``HH:MM`` (24-hour clock)."""
+    end: str
+    """Local end time, ``HH:MM`` or ``24:00``; not after `start`: the window ends the next day."""
+    timezone: str
+    """An IANA time zone name, e.g. ``Europe/Berlin`` or ``UTC``."""
+    min_idle: int = Field(ge=0, le=10_000)
+    """Idle runners to keep while the window is open."""
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("days must list at least one day (mon, tue, wed, thu, fri, sat, sun)")
+        if len(set(value)) != len(value):
+            raise ValueError("days lists a day twice")
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        if not CLOCK_TIME.match(value):
+            raise ValueError("start must be a time HH:MM from 00:00 to 23:59")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, value: str) -> str:
+        if value != "24:00" and not CLOCK_TIME.match(value):
+            raise ValueError("end must be a time HH:MM from 00:00 to 24:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {value!r} is not an IANA time zone (e.g. UTC)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WarmWindow:
+        if minutes_of(self.start) == minutes_of(self.end):
+            raise ValueError("start and end are the same time; a window must have a length")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class WarmEntry(BaseModel):
+    """Keep `min_idle` idle runners of the pool ready for one organisation or one repository."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    organization: str | None = None
+    """Keep organisation runners for this organisation (an installation of the App must be on it)."""
+    repository: str | None = None
+    """Or: keep repository runners for this repository (``owner/name``)."""
+    min_idle: int = Field(default=0, ge=0, le=10_000)
+    """Idle runners to keep outside every window of `schedule` (0: none)."""
+    schedule: tuple[WarmWindow, ...] = ()
+    """Windows with their own ``min_idle``; where windows overlap the largest applies."""
+
+    @field_validator("organization")
+    @classmethod
+    def _organization(cls, value: str | None) -> str | None:
+        if value is not None and not ACCOUNT_LOGIN.match(value):
+            raise ValueError("organization must be a GitHub login (letters, digits, '-')")
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not REPOSITORY_NAME.match(value):
+            raise ValueError("repository must be owner/name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> WarmEntry:
+        if (self.organization is None) == (self.repository is None):
+            raise ValueError("name exactly one of organization or repository")
+        return self
+
+    @property
+    def account(self) -> str:
+        """The account the App's installation must be on."""
+        return self.organization or str(self.repository).split("/", 1)[0]
+
+    @property
+    def scope_key(self) -> str:
+        """The runner scope, as `ghapp.planner.RunnerScope.key` writes it."""
+        return f"org:{self.organization}" if self.organization else f"repo:{self.repository}"
+
+    @property
+    def peak(self) -> int:
+        """The most idle runners this entry ever asks for."""
+        return max([self.min_idle, *(window.min_idle for window in self.schedule)])
 
 
 class Pool(BaseModel):
@@ -86,6 +216,10 @@ class Pool(BaseModel):
     """Whether jobs of public repositories may get a runner from this pool."""
     allow_forks: bool = False
     """Whether, in public repositories, runs triggered from a fork (pull requests) may get a runner."""
+    warm: tuple[WarmEntry, ...] = ()
+    """Idle runners kept ready per organisation or repository, optionally by schedule (see the README)."""
+    warm_recycle_seconds: int = Field(default=DEFAULT_RECYCLE_SECONDS, ge=60)
+    """A warm runner idle longer than this is replaced by a fresh one."""
 
     @field_validator("namespace")
     @classmethod
@@ -128,10 +262,36 @@ class Pool(BaseModel):
                 raise ValueError(f"label {label!r} must be non-empty, without commas or surrounding spaces")
         return value
 
+    @model_validator(mode="after")
+    def _warm_fits(self) -> Pool:
+        seen: set[str] = set()
+        for index, entry in enumerate(self.warm):
+            where = f"warm[{index}]"
+            key = entry.scope_key.lower()
+            if key in seen:
+                raise ValueError(f"{where}: {entry.scope_key} is named twice")
+            seen.add(key)
+            if entry.peak > self.max_runners:
+                raise ValueError(f"{where}.min_idle: {entry.peak} idle runners exceed max_runners")
+            if self.organizations and not glob_match(entry.account, self.organizations):
+                raise ValueError(f"{where}: {entry.account} is outside the pool's organizations")
+            if self.repositories and (
+                entry.repository is None or not glob_match(entry.repository, self.repositories)
+            ):
+                raise ValueError(f"{where}: {entry.scope_key} is outside the pool's repositories")
+        if sum(entry.peak for entry in self.warm) > self.max_runners:
+            raise ValueError("warm: the entries' min_idle together exceed max_runners")
+        return self
+
     @property
     def label_set(self) -> frozenset[str]:
         """The pool's labels, lower-cased, for matching."""
         return frozenset(label.lower() for label in self.labels)
+
+
+def glob_match(name: str, globs: Sequence[str]) -> bool:
+    """Whether `name` matches one of `globs` (fnmatch), case-insensitively."""
+    return any(fnmatchcase(name.lower(), glob.lower()) for glob in globs)
 
 
 RUNNER_CONTAINER = "runner"

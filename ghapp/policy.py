@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Literal
 
-from ghapp.config import Pool
+from ghapp.config import Pool, glob_match
 from ghapp.models import Repository, WorkflowJob
 
 Rule = Literal["account-not-allowed", "outside-pool-scope", "public-repository", "fork-pull-request"]
@@ -53,8 +52,7 @@ def is_public(repository: Repository) -> bool:
     return not repository.private or repository.visibility == "public"
 
 
-def _matches(name: str, globs: Sequence[str]) -> bool:
-    return any(fnmatchcase(name.lower(), glob.lower()) for glob in globs)
+_matches = glob_match
 
 
 def account_verdict(account: str, *, allowed: Sequence[str], app_owner: str | None) -> Verdict:
