@@ -39,6 +39,7 @@ from ghapp.status import StatusCollector
 from ghapp.tasks import TaskSet
 from ghapp.timeline import Timeline
 from ghapp.usage import Usage
+from ghapp.warmer import Warmer
 from ghapp.webhook import webhook_handler
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,16 @@ async def start_services(
         clock=clock,
         metrics=metrics,
     )
+    warmer = Warmer(
+        settings=settings,
+        github=github,
+        kube=kube,
+        inventory=inventory,
+        launcher=launcher,
+        installations=installations,
+        clock=clock,
+        metrics=metrics,
+    )
     reconciler = Reconciler(
         settings=settings,
         admission=admission,
@@ -218,6 +229,7 @@ async def start_services(
         clock=clock,
         metrics=metrics,
         sightings=sightings,
+        warmer=warmer,
     )
     elector = LeaderElector(
         kube=kube,

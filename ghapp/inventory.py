@@ -57,6 +57,8 @@ class RunnerJob:
     """When the Job completed or failed (``completionTime``, else the Failed condition's time)."""
     failure: str | None = None
     """Why the Job failed, in the job controller's words (the Failed condition's reason and message)."""
+    warm: bool = False
+    """A warm runner's Job (started ahead of jobs, for none in particular)."""
 
     @property
     def active(self) -> bool:
@@ -122,6 +124,7 @@ class RunnerJob:
             if failed or succeeded
             else None,
             failure=_failure(status) if failed else None,
+            warm=labels.get(manifests.WARM_LABEL) == "true",
         )
 
 

@@ -130,6 +130,28 @@ class Launcher:
         self._metrics.queue_length.labels(plan.pool.name).set(self._limiter.waiting(plan.pool.name))
         log.info("pool at capacity; job waits", extra={"pool": plan.pool.name, "job": plan.name})
 
+    def start_warm(self, plan: RunnerPlan) -> bool:
+        """Start a warm runner (`plan.warm`) if its pool and ghapp have room and no queued job waits for
+        that room (queued jobs win over refilling a warm buffer); False if it may not start now."""
+        if plan.name in self._launching:
+            return True
+        global_wait = self.settings.max_runners is not None and any(
+            self._limiter.waiting(pool.name) for pool in self.settings.pools
+        )
+        if global_wait or self._limiter.waiting(plan.pool.name) or not self._limiter.has_room(plan.pool.name):
+            return False
+        self._limiter.reserve(plan)
+        task = self._tasks.spawn(self.launch(plan, received_at=self._clock.now()), name=f"launch-{plan.name}")
+        self._launching.add(plan.name)
+
+        def done(_: asyncio.Task[LaunchResult]) -> None:
+            self._launching.discard(plan.name)
+            self._limiter.release(plan)
+            self.pump()
+
+        task.add_done_callback(done)
+        return True
+
     def cancel(self, workflow_job_id: int) -> None:
         """A job no longer needs a runner (it completed without one, or ran on a runner not ghapp's): the
         entry that stood for it leaves the queue; a runner that stood for it is surplus."""
@@ -295,6 +317,10 @@ class Launcher:
                             self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan)
                         )
             except RateLimited as exc:
+                if plan.warm:  # no job waits for it: the next reconcile pass tries again
+                    self._limiter.release(plan)
+                    log.warning("GitHub rate limit; the warm runner waits for the next pass: %s", exc)
+                    return LaunchResult("deferred", plan.name)
                 await self._wait_out(plan, exc, received_at=received_at)
                 return LaunchResult("deferred", plan.name)
             except RunnerGroupNotFound as exc:

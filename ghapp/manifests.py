@@ -18,6 +18,8 @@ JOB_ID_LABEL: Final = "ghapp/workflow-job-id"
 POOL_LABEL: Final = "ghapp/pool"
 INSTALLATION_LABEL: Final = "ghapp/installation-id"
 SCOPE_KIND_LABEL: Final = "ghapp/scope"
+WARM_LABEL: Final = "ghapp/warm"
+"""``"true"`` on a warm runner's Job, pod and Secret (its workflow-job-id label is ``0``)."""
 REPOSITORY_ANNOTATION: Final = "ghapp/repository"
 RUN_ID_ANNOTATION: Final = "ghapp/run-id"
 SCOPE_ANNOTATION: Final = "ghapp/runner-scope"
@@ -62,7 +64,7 @@ writes the same credentials to files in its home anyway; they belong to this one
 
 def runner_labels(plan: RunnerPlan) -> dict[str, str]:
     """Labels shared by a runner's Job, its pod and its Secret."""
-    return {
+    labels = {
         MANAGED_BY: MANAGER,
         COMPONENT: "runner",
         JOB_ID_LABEL: str(plan.workflow_job_id),
@@ -70,6 +72,9 @@ def runner_labels(plan: RunnerPlan) -> dict[str, str]:
         INSTALLATION_LABEL: str(plan.installation_id),
         SCOPE_KIND_LABEL: plan.scope.kind,
     }
+    if plan.warm:
+        labels[WARM_LABEL] = "true"
+    return labels
 
 
 def runner_annotations(plan: RunnerPlan) -> dict[str, str]:

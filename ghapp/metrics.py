@@ -113,6 +113,19 @@ class Metrics:
         self.queue_length = Gauge(
             "ghapp_queue_length", "Queued workflow jobs waiting for capacity, by pool.", ["pool"], registry=r
         )
+        self.warm_min_idle = Gauge(
+            "ghapp_warm_min_idle",
+            "Idle runners a warm entry asks for now (its schedule applied), by pool and scope.",
+            ["pool", "scope"],
+            registry=r,
+        )
+        self.warm_idle = Gauge(
+            "ghapp_warm_idle",
+            "Idle and starting runners of a warm entry's pool in its scope at the last pass, by pool and "
+            "scope.",
+            ["pool", "scope"],
+            registry=r,
+        )
         self.reconcile_passes = Counter(
             "ghapp_reconcile_passes", "Reconcile passes, by outcome (ok, failed).", ["outcome"], registry=r
         )

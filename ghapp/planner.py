@@ -81,6 +81,8 @@ class RunnerPlan:
     """Which runner for the workflow job this is: 1, then 2, … when earlier ones failed."""
     notes: tuple[str, ...] = ()
     """Rules that were not checked (``ghapp render`` offline, facts unknown)."""
+    warm: bool = False
+    """A warm runner: started ahead of jobs, for no workflow job (`workflow_job_id` and `run_id` are 0)."""
 
 
 NO_MATCHING_POOL = "no-matching-pool"
@@ -171,6 +173,29 @@ def _decide(verdict: policy.Verdict, facts: policy.Facts, notes: list[str]) -> p
     return None
 
 
+def warm_plan(
+    settings: Settings, pool: Pool, *, scope: RunnerScope, installation_id: int, name: str
+) -> RunnerPlan:
+    """The plan of a warm runner called `name` (see `ghapp.warm.warm_name`) of `pool` in `scope`."""
+    return RunnerPlan(
+        workflow_job_id=0,
+        run_id=0,
+        installation_id=installation_id,
+        repository=f"{scope.owner}/{scope.repo}" if scope.kind == "repo" else "",
+        pool=pool,
+        scope=scope,
+        name=name,
+        namespace=pool.namespace or settings.namespace,
+        runner_url=scope.url(settings.web_url),
+        service_account=_service_account(settings, pool),
+        warm=True,
+    )
+
+
+def _service_account(settings: Settings, pool: Pool) -> str:
+    return pool.service_account or settings.runner_service_account or DEFAULT_SERVICE_ACCOUNT
+
+
 def _plan(job: WorkflowJob, settings: Settings, pool: Pool, *, notes: tuple[str, ...]) -> RunnerPlan:
     return _runner_plan(
         settings,
@@ -235,7 +260,7 @@ def _runner_plan(
         name=runner_name(prefix=settings.runner_prefix, workflow_job_id=workflow_job_id),
         namespace=pool.namespace or settings.namespace,
         runner_url=scope.url(settings.web_url),
-        service_account=pool.service_account or settings.runner_service_account or DEFAULT_SERVICE_ACCOUNT,
+        service_account=_service_account(settings, pool),
         attempt=attempt,
         notes=notes,
     )

@@ -34,6 +34,7 @@ from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerScope
 from ghapp.recent import RecentMap
 from ghapp.sightings import Sightings
+from ghapp.warmer import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class PassReport:
     redelivered: int = 0
     launched: int = 0
     surplus_removed: int = 0
+    warm_started: int = 0
+    """Warm runners started to refill a buffer."""
+    warm_recycled: int = 0
+    """Warm runners idle longer than the pool's ``warm_recycle_seconds``, removed (and replaced)."""
     orphan_job_deleted: int = 0
     orphan_runner_removed: int = 0
     orphan_secret_deleted: int = 0
@@ -114,8 +119,10 @@ class Reconciler:
         clock: Clock,
         metrics: Metrics,
         sightings: Sightings,
+        warmer: Warmer,
     ) -> None:
         self._settings = settings
+        self._warmer = warmer
         self._admission = admission
         self._github = github
         self._kube = kube
@@ -225,6 +232,11 @@ class Reconciler:
             except GhappError as exc:
                 report.errors.append(f"scope {key}: {exc}")
                 log.warning("reconciling runners of %s failed: %s", key, exc)
+        warmed = await self._warmer.converge(queued=scan.queued, incomplete=scan.incomplete)
+        report.warm_started += warmed.started
+        report.warm_recycled += warmed.recycled
+        report.surplus_removed += warmed.removed
+        report.errors.extend(warmed.errors)
         await self._tidy_secrets(report)
 
     async def _finish_retirements(self) -> None:
@@ -457,6 +469,8 @@ class Reconciler:
             ):
                 idle.setdefault(candidate.pool, []).append(candidate)
         for pool, candidates in idle.items():
+            if self._warmer.manages(pool, scope.key):
+                continue  # the warm buffer: `Warmer` keeps min_idle of them and removes the rest
             surplus = len(candidates) - scan.queued[(pool, scope.key)]
             for job in sorted(candidates, key=lambda j: j.created_at)[: max(0, surplus)]:
                 runner_id = int(registered[job.name]["id"])
