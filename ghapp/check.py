@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from ghapp import failures, manifests, policy
+from ghapp import failures, manifests, policy, warm
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock, parse_timestamp
 from ghapp.config import Pool, Settings
@@ -118,6 +118,23 @@ def installation_result(
         return Result(False, what, "; and ".join(problems))
     granted = ", ".join(f"{k}: {v}" for k, v in sorted(installation.permissions.items()))
     return Result(True, what, f"has what ghapp needs ({granted})")
+
+
+def warm_results(settings: Settings, installations: list[InstallationInfo], *, now: float) -> list[Result]:
+    """One line per warm entry: what it means now (``min_idle`` and its next change) and whether the App
+    has a working installation on its account."""
+    by_account = {i.account.lower(): i for i in installations}
+    results = []
+    for target in warm.targets(settings.pools, now):
+        what = f"warm pool {target.pool.name} for {target.entry.scope_key}"
+        installation = by_account.get(target.entry.account.lower())
+        if installation is None or installation.suspended:
+            state = "suspended" if installation is not None else "missing"
+            detail = f"the App's installation on {target.entry.account} is {state}; no runners are kept there"
+            results.append(Result(False, what, detail))
+        else:
+            results.append(Result(True, what, warm.describe(target)))
+    return results
 
 
 def account_refusal(account: str, *, settings: Settings, app_owner: str | None) -> str | None:
@@ -367,7 +384,7 @@ async def _github_checks(settings: Settings, *, clock: Clock, metrics: Metrics) 
         installation_result(i, install_url=install_url, settings=settings, app_owner=app.owner)
         for i in installations
     ]
-    return results
+    return results + warm_results(settings, installations, now=clock.now())
 
 
 async def _webhook_checks(github: GitHubClient, *, app: AppInfo, api_url: str, now: float) -> list[Result]:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp import web
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from ghapp import __version__, logs, manifests, planner, policy
+from ghapp import __version__, logs, manifests, planner, policy, warm
 from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings
 from ghapp.errors import ConfigError, GhappError
 from ghapp.models import WorkflowJob
@@ -135,6 +136,7 @@ def render(
     payload_file: Path,
     pool_name: str | None = None,
     facts: policy.Facts | None = None,
+    now: float | None = None,
 ) -> int:
     """Print the manifests for one payload; exit 1 (with the rule and reason) if ghapp would not start a
     runner. Rules that need facts from GitHub that `facts` lacks are reported as not checked."""
@@ -159,12 +161,12 @@ def render(
             print(f"# no runner for workflow job {job.id}: {reason}")
             return 1
         case planner.RunnerPlan() as plan:
-            print(_render_plan(plan), end="")
+            print(_render_plan(plan, now=time.time() if now is None else now), end="")
             return 0
     raise AssertionError("unreachable")
 
 
-def _render_plan(plan: planner.RunnerPlan) -> str:
+def _render_plan(plan: planner.RunnerPlan, *, now: float) -> str:
     """The comment header, Secret and Job of `plan`, credentials replaced by placeholders."""
     jit = plan.pool.mode == "jit"
     placeholder = JITCONFIG_PLACEHOLDER if jit else TOKEN_PLACEHOLDER
@@ -177,6 +179,7 @@ def _render_plan(plan: planner.RunnerPlan) -> str:
         f"runner {plan.name}, namespace {plan.namespace}"
     ]
     lines += [f"# {note}" for note in plan.notes]
+    lines += [f"# warm: {warm.describe(target)}" for target in warm.targets((plan.pool,), now)]
     if jit:
         job["metadata"]["annotations"][manifests.RUNNER_ID_ANNOTATION] = RUNNER_ID_PLACEHOLDER
         group = (

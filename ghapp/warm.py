@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from ghapp.config import WEEKDAYS, Pool, WarmEntry, WarmWindow, minutes_of
@@ -152,6 +152,22 @@ def targets(pools: tuple[Pool, ...], when: float) -> list[Target]:
         for pool in pools
         for entry in pool.warm
     ]
+
+
+def describe(target: Target) -> str:
+    """What a warm entry means now, in one line: ``pool linux, org:acme: min_idle now 2; next change at
+    2026-11-30T18:00:00Z (2026-11-30 19:00 Europe/Berlin) to 0``."""
+    text = f"pool {target.pool.name}, {target.entry.scope_key}: min_idle now {target.min_idle}"
+    if target.change is None:
+        return text + ("; no change within a week" if target.entry.schedule else "; no schedule")
+    moment = datetime.fromtimestamp(target.change.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    local = [
+        datetime.fromtimestamp(target.change.at, window.zone).strftime(f"%Y-%m-%d %H:%M {window.timezone}")
+        for window in target.entry.schedule
+        if window.timezone != "UTC"
+    ]
+    where = f" ({local[0]})" if local else ""
+    return f"{text}; next change at {moment}{where} to {target.change.min_idle}"
 
 
 @dataclass(frozen=True, slots=True)

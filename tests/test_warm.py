@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ghapp import warm
+from ghapp import cli, warm
 from ghapp.config import WarmEntry, load_settings
 from ghapp.errors import ConfigError
 
@@ -241,3 +241,33 @@ def test_warm_scope_must_be_inside_the_pool_scope(tmp_path: Path) -> None:
         write(tmp_path, "    repositories: [acme/*]\n    warm:\n      - {repository: acme/app}")
     )
     assert settings.pools[0].warm[0].repository == "acme/app"
+
+
+def test_render_shows_what_the_warm_config_means_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = write(
+        tmp_path,
+        """    warm:
+      - organization: acme
+        schedule:
+          - {days: [mon, tue, wed, thu, fri], start: "08:00", end: "19:00", timezone: Europe/Berlin,
+             min_idle: 2}
+      - {repository: alice/dotfiles, min_idle: 1}""",
+    )
+    settings = load_settings(environ)
+    assert (
+        cli.render(settings, payload_file=cli.SAMPLE_PAYLOAD, pool_name="linux", now=at("2026-03-02T10:00"))
+        == 0
+    )
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# warm:")]
+    assert header == [
+        "# warm: pool linux, org:acme: min_idle now 2; next change at 2026-03-02T18:00:00Z"
+        " (2026-03-02 19:00 Europe/Berlin) to 0",
+        "# warm: pool linux, repo:alice/dotfiles: min_idle now 1; no schedule",
+    ]
+    cli.render(settings, payload_file=cli.SAMPLE_PAYLOAD, pool_name="linux", now=at("2026-03-07T10:00"))
+    assert (
+        "# warm: pool linux, org:acme: min_idle now 0; next change at 2026-03-09T07:00:00Z"
+        " (2026-03-09 08:00 Europe/Berlin) to 2"
+    ) in capsys.readouterr().out

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ghapp import manifests, planner, warm
+from ghapp import check, manifests, planner, warm
 from ghapp.clock import ManualClock
+from ghapp.config import load_settings
 
 from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, write_pools
+from .fakes.github import FakeGitHub
 from .realcluster import Cluster, eventually
 
 LINUX = ["self-hosted", "linux", "x64"]
@@ -329,3 +331,19 @@ async def test_scale_to_zero_deletes_the_idle_runner_jobs_on_a_real_api_server(
         return names(await real_warm_jobs(cluster, cluster_namespace)) == {busy}
 
     await eventually(only_the_busy_one_left, what="the idle warm runner's Job deleted, the busy one kept")
+
+
+async def test_check_shows_each_warm_entry_now_and_a_missing_installation(
+    environ: dict[str, str], github: FakeGitHub, tmp_path: Path, clock: ManualClock
+) -> None:
+    entries = [{"organization": "acme", "min_idle": 2}, {"organization": "initech", "min_idle": 1}]
+    settings = load_settings(
+        {**environ, "GHAPP_POOLS_FILE": str(write_pools(tmp_path / "p.yaml", warm=entries))}
+    )
+    results = await check.run_checks(settings, kube_configuration=None, clock=clock)
+    lines = [r.line() for r in results if r.what.startswith("warm pool")]
+    assert lines == [
+        "PASS  warm pool linux for org:acme: pool linux, org:acme: min_idle now 2; no schedule",
+        "FAIL  warm pool linux for org:initech: the App's installation on initech is missing;"
+        " no runners are kept there",
+    ]
