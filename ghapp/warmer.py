@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ghapp import planner, warm
+from ghapp import planner, policy, warm
 from ghapp.clock import Clock
 from ghapp.config import Settings
 from ghapp.errors import GhappError
@@ -90,6 +90,11 @@ class Warmer:
             scope = planner.RunnerScope.parse(target.entry.scope_key)
             assert scope is not None  # the config validated the entry
             self._metrics.warm_min_idle.labels(target.pool.name, scope.key).set(target.min_idle)
+            refusal = await self._refusal(target.entry.account)
+            if refusal is not None:
+                report.errors.append(f"warm {target.pool.name} {scope.key}: {refusal}")
+                log.warning("warm pool %s: no runners kept for %s: %s", target.pool.name, scope.key, refusal)
+                continue
             installation = installations.get(target.entry.account.lower())
             if (
                 installation is None
@@ -111,6 +116,14 @@ class Warmer:
                 report.errors.append(f"warm {target.pool.name} {scope.key}: {exc}")
                 log.warning("warm pool %s, %s: %s", target.pool.name, scope.key, exc)
         return report
+
+    async def _refusal(self, account: str) -> str | None:
+        """Why the account rule (GHAPP_ALLOWED_ACCOUNTS, else the App's owner) refuses `account`, or None:
+        a warm entry gets no runners that its account's jobs could not get either."""
+        allowed = self._settings.allowed_accounts
+        owner = None if allowed else await self._github.app_owner()
+        verdict = policy.account_verdict(account, allowed=allowed, app_owner=owner)
+        return verdict.reason if verdict is not None else None
 
     async def _entry(
         self,

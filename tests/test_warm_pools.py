@@ -347,3 +347,16 @@ async def test_check_shows_each_warm_entry_now_and_a_missing_installation(
         "FAIL  warm pool linux for org:initech: the App's installation on initech is missing;"
         " no runners are kept there",
     ]
+
+
+async def test_an_account_the_account_rule_refuses_gets_no_warm_runners(
+    ghapp_with: StartGhapp, tmp_path: Path
+) -> None:
+    entries = [{"organization": "globex", "min_idle": 1}, {"organization": "acme", "min_idle": 1}]
+    ghapp = await start(ghapp_with, tmp_path, warm_entries=entries, env={"GHAPP_ALLOWED_ACCOUNTS": "acme"})
+    report = await reconcile(ghapp)
+    assert report.warm_started == 1
+    assert [job["metadata"]["annotations"][manifests.SCOPE_ANNOTATION] for job in warm_jobs(ghapp)] == [
+        "org:acme"
+    ]
+    assert report.errors == ["warm linux org:globex: account globex is not in GHAPP_ALLOWED_ACCOUNTS"]
