@@ -360,3 +360,39 @@ async def test_an_account_the_account_rule_refuses_gets_no_warm_runners(
         "org:acme"
     ]
     assert report.errors == ["warm linux org:globex: account globex is not in GHAPP_ALLOWED_ACCOUNTS"]
+
+
+async def test_a_runner_that_takes_a_job_while_it_is_being_removed_is_kept(
+    ghapp_with: StartGhapp, tmp_path: Path, clock: ManualClock
+) -> None:
+    entry = {"organization": "acme", "min_idle": 0, "schedule": [window_around(clock.now(), min_idle=2)]}
+    ghapp = await start(ghapp_with, tmp_path, warm_entries=[entry])
+    await reconcile(ghapp)
+    come_online(ghapp)
+    first, second = sorted(idle_runners(ghapp))
+    github_client = ghapp.services.github
+    find_runner, remove_runner = github_client.find_runner, github_client.remove_runner
+
+    def take_a_job(runner: str) -> None:
+        job = ghapp.github.queue_job(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        ghapp.github.start_job(job["id"], runner_name=runner)
+
+    async def busy_before_the_lookup(**kwargs: Any) -> Any:
+        if kwargs["name"] == first:  # GitHub gives it a job after the listing, before the lookup by name
+            take_a_job(first)
+        return await find_runner(**kwargs)
+
+    async def busy_before_the_delete(**kwargs: Any) -> bool:
+        runner = next(r for r in ghapp.github.runners("org:acme") if r["id"] == kwargs["runner_id"])
+        if runner["name"] == second:  # … or after the lookup, before the DELETE: GitHub answers 422
+            take_a_job(second)
+        return await remove_runner(**kwargs)
+
+    github_client.find_runner = busy_before_the_lookup  # type: ignore[method-assign]
+    github_client.remove_runner = busy_before_the_delete  # type: ignore[method-assign]
+    clock.advance(2 * 3600)  # the window has closed: both idle runners are surplus
+    report = await reconcile(ghapp)
+    assert report.surplus_removed == 0
+    assert {r["name"] for r in ghapp.github.runners("org:acme") if r["busy"]} == {first, second}
+    assert names(warm_jobs(ghapp)) == {first, second}
+    assert [c.status for c in ghapp.github.calls_to("DELETE", r"/orgs/acme/actions/runners/\d+")] == [422]
