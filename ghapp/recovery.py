@@ -145,6 +145,8 @@ class Recovery:
             )
 
     async def _replace(self, job: RunnerJob, failure: Failure) -> None:
+        if job.warm:
+            return  # it stood for no workflow job: the leader's next warm pass starts a fresh one
         attempts = self._settings.runner_attempts
         if job.attempt >= attempts:
             why = f"{job.attempt} runner(s) failed, the last: {failure.reason}: {failure.message}"

@@ -14,7 +14,7 @@ from ghapp import check, manifests, planner, warm
 from ghapp.clock import ManualClock
 from ghapp.config import load_settings
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, write_pools
+from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for, write_pools
 from .fakes.github import FakeGitHub
 from .realcluster import Cluster, eventually
 
@@ -396,3 +396,24 @@ async def test_a_runner_that_takes_a_job_while_it_is_being_removed_is_kept(
     assert {r["name"] for r in ghapp.github.runners("org:acme") if r["busy"]} == {first, second}
     assert names(warm_jobs(ghapp)) == {first, second}
     assert [c.status for c in ghapp.github.calls_to("DELETE", r"/orgs/acme/actions/runners/\d+")] == [422]
+
+
+async def test_a_failed_warm_runner_is_replaced_by_the_warm_pass_not_as_a_workflow_jobs(
+    ghapp_with: StartGhapp, tmp_path: Path
+) -> None:
+    ghapp = await start(ghapp_with, tmp_path, warm_entries=[{"organization": "acme", "min_idle": 1}])
+    await reconcile(ghapp)
+    (job,) = warm_jobs(ghapp)
+    failed, failed_uid = job["metadata"]["name"], job["metadata"]["uid"]
+    ghapp.kube.finish_job(NAMESPACE, failed, succeeded=False)
+    await wait_for(
+        lambda: ghapp.metric("ghapp_runner_failures_total", pool="linux", reason="killed") == 1,
+        what="the failure seen by the pod watcher",
+    )
+    await ghapp.settle()
+    report = await reconcile(ghapp)
+    assert report.warm_started == 1
+    (fresh,) = warm_jobs(ghapp)  # the failed Job was deleted by the pass; a new runner took its slot
+    assert fresh["metadata"]["uid"] != failed_uid
+    assert "failed" not in fresh["status"]
+    assert ghapp.github.calls_to("GET", r".*/actions/jobs/0") == []  # no workflow job 0
