@@ -232,7 +232,9 @@ class Reconciler:
             except GhappError as exc:
                 report.errors.append(f"scope {key}: {exc}")
                 log.warning("reconciling runners of %s failed: %s", key, exc)
-        warmed = await self._warmer.converge(queued=scan.queued, incomplete=scan.incomplete)
+        warmed = await self._warmer.converge(
+            queued=scan.queued, incomplete=scan.incomplete, deleted=frozenset(self._ended)
+        )
         report.warm_started += warmed.started
         report.warm_recycled += warmed.recycled
         report.surplus_removed += warmed.removed

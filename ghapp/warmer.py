@@ -59,6 +59,7 @@ class Warmer:
         self._installations = installations
         self._clock = clock
         self._metrics = metrics
+        self._deleted: frozenset[str] = frozenset()
         self._pending: dict[str, tuple[str, str]] = {}  # warm launches started here → (pool, scope key)
 
     def manages(self, pool: str, scope_key: str) -> bool:
@@ -70,11 +71,15 @@ class Warmer:
             for entry in p.warm
         )
 
-    async def converge(self, *, queued: Counter[tuple[str, str]], incomplete: set[str]) -> WarmReport:
+    async def converge(
+        self, *, queued: Counter[tuple[str, str]], incomplete: set[str], deleted: frozenset[str] = frozenset()
+    ) -> WarmReport:
         """One pass over every warm entry. `queued` counts the queued jobs the scan found per (pool, scope
         key); scopes in `incomplete` were not scanned in full (their queued jobs are unknown, so nothing
-        is removed there as surplus)."""
+        is removed there as surplus); `deleted` names Jobs this pass deleted (their slots are not reused
+        while the API server may still be deleting them)."""
         report = WarmReport()
+        self._deleted = deleted
         targets = warm.targets(self._settings.pools, self._clock.now())
         if not targets:
             return report
@@ -181,7 +186,7 @@ class Warmer:
         need = warm.deficit(target.min_idle, supply)
         if not need:
             return
-        taken = set(self._inventory.jobs) | set(registered) | set(self._pending) | removed
+        taken = set(self._inventory.jobs) | set(registered) | set(self._pending) | removed | self._deleted
         for name in warm.free_slots(
             prefix=self._settings.runner_prefix, pool=pool.name, scope_key=key, taken=taken, count=need
         ):

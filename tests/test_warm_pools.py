@@ -413,7 +413,10 @@ async def test_a_failed_warm_runner_is_replaced_by_the_warm_pass_not_as_a_workfl
     await ghapp.settle()
     report = await reconcile(ghapp)
     assert report.warm_started == 1
-    (fresh,) = warm_jobs(ghapp)  # the failed Job was deleted by the pass; a new runner took its slot
+    (fresh,) = warm_jobs(ghapp)  # the failed Job was deleted by the pass; its slot is not reused at once
     assert fresh["metadata"]["uid"] != failed_uid
+    assert fresh["metadata"]["name"] == warm.warm_name(
+        prefix="ghapp", pool="linux", scope_key="org:acme", slot=1
+    )
     assert "failed" not in fresh["status"]
     assert ghapp.github.calls_to("GET", r".*/actions/jobs/0") == []  # no workflow job 0
