@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from ghapp import __version__, policy
+from ghapp import __version__, policy, warm
 from ghapp.cache import Expiring, ExpiringCache
 from ghapp.config import Settings
 from ghapp.errors import GhappError
@@ -51,6 +51,17 @@ class PoolStatus:
     """Why the pool is not healthy (its last launch error), None when healthy."""
     outdated: bool
     """Whether its runners exit as too old for GitHub (exit code 7, until one of them completes a job)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarmStatus:
+    """What one warm entry of a pool asks for now (its schedule applied), and when that changes next."""
+
+    pool: str
+    scope: str
+    min_idle: int
+    next_change_at: float | None
+    next_min_idle: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +137,7 @@ class Status:
     usage: dict[str, Any]
     recent_jobs: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    warm: list[WarmStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +212,16 @@ class StatusCollector:
             },
             recent_jobs=[entry.as_dict() for entry in reversed(recent[-RECENT_ON_PAGE:])],
             settings=public_settings(s.settings),
+            warm=[
+                WarmStatus(
+                    pool=target.pool.name,
+                    scope=target.entry.scope_key,
+                    min_idle=target.min_idle,
+                    next_change_at=target.change.at if target.change else None,
+                    next_min_idle=target.change.min_idle if target.change else None,
+                )
+                for target in warm.targets(s.settings.pools, now)
+            ],
         )
 
     def _pools(self) -> list[PoolStatus]:

@@ -95,6 +95,21 @@ def sections(status: dict[str, Any]) -> list[tuple[str, list[str], list[list[tup
         ]
         for p in status["pools"]
     ]
+    warm = [
+        [
+            (w["pool"], ""),
+            (w["scope"], ""),
+            (str(w["min_idle"]), "num"),
+            (
+                "no change within a week"
+                if w["next_change_at"] is None
+                else f"to {w['next_min_idle']} at "
+                + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(w["next_change_at"])),
+                "",
+            ),
+        ]
+        for w in status.get("warm", [])
+    ]
     waiting = [
         [
             (j["repository"], ""),
@@ -181,6 +196,7 @@ def sections(status: dict[str, Any]) -> list[tuple[str, list[str], list[list[tup
     ]
     return [
         ("Pools", ["pool", "active/max", "waiting", "health", "outdated", "runs"], pools, "no pools"),
+        ("Warm pools", ["pool", "scope", "min_idle now", "next change"], warm, "no warm entries"),
         (
             "Waiting jobs",
             ["repository", "job", "labels", "waiting since", "why", "detail"],

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from ghapp import check, manifests, planner, warm
 from ghapp.clock import ManualClock
 from ghapp.config import load_settings
@@ -420,3 +422,38 @@ async def test_a_failed_warm_runner_is_replaced_by_the_warm_pass_not_as_a_workfl
     )
     assert "failed" not in fresh["status"]
     assert ghapp.github.calls_to("GET", r".*/actions/jobs/0") == []  # no workflow job 0
+
+
+async def test_status_shows_each_warm_entry_now_and_its_next_change(
+    ghapp_with: StartGhapp, tmp_path: Path, clock: ManualClock
+) -> None:
+    entries = [
+        {"organization": "acme", "min_idle": 0, "schedule": [window_around(clock.now(), min_idle=2)]},
+        {"repository": "alice/tools", "min_idle": 1},
+    ]
+    ghapp = await start(ghapp_with, tmp_path, warm_entries=entries)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(ghapp.admin.make_url("/status.json")) as response:
+            status = await response.json()
+        async with session.get(ghapp.admin.make_url("/status"), headers={"Accept": "text/plain"}) as response:
+            page = await response.text()
+    closes = warm.next_change(ghapp.services.settings.pools[0].warm[0], clock.now())
+    assert closes is not None
+    assert status["warm"] == [
+        {
+            "pool": "linux",
+            "scope": "org:acme",
+            "min_idle": 2,
+            "next_change_at": closes.at,
+            "next_min_idle": 0,
+        },
+        {
+            "pool": "linux",
+            "scope": "repo:alice/tools",
+            "min_idle": 1,
+            "next_change_at": None,
+            "next_min_idle": None,
+        },
+    ]
+    assert "Warm pools" in page
+    assert "no change within a week" in page
