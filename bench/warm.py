@@ -211,7 +211,11 @@ async def main() -> None:
     print("|---|---|---|---|---|---|")
     for row in rows:
         refill = (
-            "—" if row["min_idle"] == 0 else f"{row['refilled_after']:.2f}" if row["refilled_after"] else "no"
+            "—"
+            if row["min_idle"] == 0
+            else f"{row['refilled_after']:.2f}"
+            if row["refilled_after"] is not None
+            else "no"
         )
         figures = f"{row['p50']:.2f} | {row['max']:.2f} | {row['warm_hits']} | {refill}"
         print(f"| {row['jobs']} | {row['min_idle']} | {figures} |")
