@@ -134,7 +134,12 @@ async def test_pod_running_and_runner_time_come_from_the_real_job_controller(
         entry = timeline.get(job_id)
         return entry is not None and entry.pod_running_at is not None
 
-    await eventually(running, what="status.ready from the Job controller")
+    async def ready() -> bool:
+        job = ghapp.services.inventory.jobs.get(name)
+        return job is not None and job.ready
+
+    await eventually(running, what="the pod watch to see the runner running")
+    await eventually(ready, what="status.ready from the Job controller")  # runner time counts from here
     entry = timeline.get(job_id)
     assert entry is not None
     assert entry.runner_job_created_at is not None
