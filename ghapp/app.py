@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -128,11 +129,11 @@ async def start_services(
     assert settings.private_key is not None
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
-    kube_http = KubeTransport(kube_configuration)
     app_auth = AppAuth(
         app_id=settings.app_id, private_key_pem=Secret(settings.private_key.get_secret_value()), clock=clock
     )
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
+    kube_http = KubeTransport(kube_configuration)
     github = GitHubClient(
         session=session,
         api_url=settings.github_api_url,
@@ -337,17 +338,19 @@ async def _to_status(request: web.Request) -> web.Response:
 
 
 def admin_listener(
-    admin: web.Application, *, host: str, port: int
+    admin: web.Application, *, host: str, port: int, sock: socket.socket | None = None
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
     """A cleanup context for the public application that serves `admin` on its own port while the
-    public application runs (started after the services, stopped before them)."""
+    public application runs (started after the services, stopped before them). With `sock` (bound
+    already, on `host`:`port`), it serves there."""
 
     @contextlib.asynccontextmanager
     async def listen(_: web.Application) -> AsyncIterator[None]:
         runner = web.AppRunner(admin, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            site = web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)
+            await site.start()
             log.info("admin listener is serving", extra={"host": host, "port": port})
             yield
         finally:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 from aiohttp import web
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
-from ghapp import __version__, logs, manifests, planner, policy, warm
-from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings
-from ghapp.errors import ConfigError, GhappError
+from ghapp import __version__, kubeaccess, logs, manifests, planner, policy, warm
+from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings, requested_log_format
+from ghapp.errors import ConfigError, GhappError, KubernetesError
 from ghapp.models import WorkflowJob
 from ghapp.sensitive import Secret
 
@@ -126,8 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return reconcile_once(settings)
         return serve(settings)
     except GhappError as exc:
-        print(f"ghapp: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+
+
+def fail(message: str) -> int:
+    """Print the one error line of a failed command (JSON when GHAPP_LOG_FORMAT=json); exit status 2."""
+    print(logs.error_line(message, fmt=requested_log_format()), file=sys.stderr, flush=True)
+    return 2
 
 
 def render(
@@ -195,22 +200,16 @@ def _render_plan(plan: planner.RunnerPlan, *, now: float) -> str:
     return "\n".join(lines)
 
 
-def _kubeconfig_file(settings: Settings) -> str | None:
-    kubeconfig = settings.kubeconfig or str(Path("~/.kube/config").expanduser())
-    return kubeconfig if any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) else None
-
-
-async def kube_configuration(kubeconfig: str | None) -> k8s.Configuration:
-    """Kubernetes access: the `kubeconfig` file(s) if given, else the in-cluster service account."""
-    configuration = k8s.Configuration()
-    if kubeconfig is not None:
-        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException as exc:
-            raise ConfigError(f"KUBECONFIG: no kubeconfig file and not in a cluster ({exc})") from None
-    return configuration
+@contextlib.contextmanager
+def _naming_the_cluster(loaded: list[kubeaccess.KubeAccess]) -> Iterator[None]:
+    """Cluster errors say which API server and context they are about (`loaded`: the access in use, once
+    it is loaded)."""
+    try:
+        yield
+    except KubernetesError as exc:
+        if not loaded:
+            raise
+        raise KubernetesError(f"{exc} ({loaded[0].describe()})", status=exc.status) from None
 
 
 def reconcile_once(settings: Settings) -> int:
@@ -218,11 +217,14 @@ def reconcile_once(settings: Settings) -> int:
     from ghapp.app import start_services
 
     settings.require_credentials()
-    kubeconfig = _kubeconfig_file(settings)
+    kubeconfig = kubeaccess.kubeconfig_file(settings)
     logs.setup(level=settings.log_level, fmt=settings.log_format)
+    loaded: list[kubeaccess.KubeAccess] = []
 
     async def run() -> dict[str, Any]:
-        services = await start_services(settings, kube_configuration=await kube_configuration(kubeconfig))
+        access = await kubeaccess.load(kubeconfig)
+        loaded.append(access)
+        services = await start_services(settings, kube_configuration=access.configuration)
         try:
             await services.inventory.sync()
             report = await services.reconciler.reconcile_once()
@@ -231,27 +233,55 @@ def reconcile_once(settings: Settings) -> int:
         finally:
             await services.close()
 
-    report = asyncio.run(run())
+    with _naming_the_cluster(loaded):
+        report = asyncio.run(run())
     print(json.dumps(report, indent=2))
     return 1 if report["errors"] else 0
 
 
+def listen(host: str, port: int, *, setting: str) -> socket.socket:
+    """A bound listening socket, or a `ConfigError` naming `setting` (port in use, address not here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {reason}") from None
+
+
 def serve(settings: Settings) -> int:
-    """Run the server until SIGINT/SIGTERM."""
+    """Run the server until SIGINT/SIGTERM. The ports are bound first, so a port in use stops it before
+    anything starts or is logged as serving."""
     from ghapp.app import admin_listener, build_admin_app, build_app, start_services
 
     settings.require_credentials()
-    kubeconfig = _kubeconfig_file(settings)
+    kubeconfig = kubeaccess.kubeconfig_file(settings)
+    public = listen(settings.host, settings.port, setting="GHAPP_PORT")
+    try:
+        admin_socket = listen(settings.host, settings.admin_port, setting="GHAPP_ADMIN_PORT")
+    except ConfigError:
+        public.close()
+        raise
     logs.setup(level=settings.log_level, fmt=settings.log_format)
+    loaded: list[kubeaccess.KubeAccess] = []
 
     async def make_app() -> web.Application:
-        services = await start_services(settings, kube_configuration=await kube_configuration(kubeconfig))
+        access = await kubeaccess.load(kubeconfig)
+        loaded.append(access)
+        services = await start_services(settings, kube_configuration=access.configuration)
         app = build_app(services)
         admin = build_admin_app(services)
-        app.cleanup_ctx.append(admin_listener(admin, host=settings.host, port=settings.admin_port))
+        app.cleanup_ctx.append(
+            admin_listener(admin, host=settings.host, port=settings.admin_port, sock=admin_socket)
+        )
         return app
 
-    web.run_app(make_app(), host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
+    try:
+        with _naming_the_cluster(loaded):
+            web.run_app(make_app(), sock=public, print=None, shutdown_timeout=10)
+    finally:
+        public.close()
+        admin_socket.close()
     return 0
 
 
@@ -294,12 +324,13 @@ def setup_command(args: argparse.Namespace) -> int:
     from ghapp import setup
 
     try:
+        setup.check_options(org=args.org, webhook_url=args.webhook_url, port=args.port)
         settings = load_settings()
 
         async def go() -> int:
             configuration = None
             if args.output_dir is None:
-                configuration = await kube_configuration(_kubeconfig_file(settings))
+                configuration = (await kubeaccess.load(kubeaccess.kubeconfig_file(settings))).configuration
             return await setup.run(
                 github_api_url=settings.github_api_url,
                 web_url=settings.web_url,
@@ -316,8 +347,7 @@ def setup_command(args: argparse.Namespace) -> int:
 
         return asyncio.run(go())
     except GhappError as exc:
-        print(f"ghapp: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except KeyboardInterrupt:
         print("ghapp: setup interrupted", file=sys.stderr)
         return 130
@@ -348,7 +378,7 @@ def check_command(args: argparse.Namespace) -> int:
 
     async def go() -> list[check.Result]:
         try:
-            configuration = await kube_configuration(_kubeconfig_file(settings))
+            configuration = (await kubeaccess.load(kubeaccess.kubeconfig_file(settings))).configuration
         except GhappError as exc:
             github = await check.run_checks(settings, kube_configuration=None)
             return [*github, check.Result(False, "Kubernetes: configuration", str(exc))]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import (
     BaseModel,
@@ -514,10 +515,22 @@ class Settings(BaseModel):
     def _pem(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
+        text = value.get_secret_value()
         try:
-            load_pem_private_key(value.get_secret_value().encode(), password=None)
+            key = load_pem_private_key(text.encode(), password=None)
         except (ValueError, TypeError):
+            if "PUBLIC KEY-----" in text:
+                raise ValueError(
+                    "is a public key; ghapp needs the App's private key (the .pem file GitHub downloads "
+                    "when you generate a private key in the App's settings)"
+                ) from None
             raise ValueError("is not a PEM-encoded, unencrypted private key") from None
+        if not isinstance(key, RSAPrivateKey):
+            kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "") or "other"
+            raise ValueError(
+                f"is an {kind} key; a GitHub App's private key is an RSA key "
+                "(generate one in the App's settings)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -676,6 +689,13 @@ def _describe_pools(exc: ValidationError, document: Any) -> str:
     return "; ".join(problems)
 
 
+def requested_log_format(environ: Mapping[str, str] | None = None) -> LogFormat:
+    """GHAPP_LOG_FORMAT as far as it is valid, for the error line of settings that are not (``auto``
+    otherwise)."""
+    value = (os.environ if environ is None else environ).get("GHAPP_LOG_FORMAT", "").strip()
+    return "json" if value == "json" else "text" if value == "text" else "auto"
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from the environment (``os.environ`` by default) and the pools file.
 
@@ -695,10 +715,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
+        names = dict(_FIELD_ENV)
+        for name, field in _SECRET_FIELDS.items():
+            if env.get(f"{name}_FILE"):
+                names[field] = f"{name}_FILE ({env[f'{name}_FILE']})"
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
             field = str(error["loc"][0]) if error["loc"] else ""
-            name = _FIELD_ENV.get(field, field or "settings")
+            name = names.get(field, field or "settings")
             problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     # Imported here: manifests builds on this module. Every pool's rendered Job must pass the schema.

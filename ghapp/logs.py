@@ -66,6 +66,15 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def error_line(message: str, *, fmt: str) -> str:
+    """The one line a command prints to stderr when it fails: ``ghapp: error: …``, or with ``json`` a
+    JSON log line (level ``error``) like every other line ghapp logs."""
+    if fmt != "json":
+        return f"ghapp: error: {message}"
+    record = logging.LogRecord("ghapp", logging.ERROR, __file__, 0, message, None, None)
+    return JsonFormatter().format(record)
+
+
 def setup(*, level: str, fmt: str) -> None:
     """Configure the root logger once, writing to stderr."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())

@@ -32,6 +32,7 @@ from aiohttp import web
 from kubernetes_asyncio import client as k8s
 
 from ghapp.clock import SystemClock
+from ghapp.config import ACCOUNT_LOGIN
 from ghapp.errors import ConfigError, GhappError, GitHubError, KubernetesError
 from ghapp.github import AppCredentials, convert_manifest
 from ghapp.kube import KubeClient
@@ -44,6 +45,9 @@ DEFAULT_NAME: Final = "ghapp"
 DEFAULT_NAMESPACE: Final = "ghapp"
 SECRET_NAME: Final = "ghapp-credentials"
 PLACEHOLDER_WEBHOOK_URL: Final = "https://ghapp.example.com/webhook"
+MAX_PORT: Final = 65535
+MAX_LOGIN: Final = 39
+"""GitHub's longest account login."""
 EVENTS: Final = ("workflow_job",)
 
 APP_ID_KEY: Final = "app-id"
@@ -74,6 +78,30 @@ def app_manifest(*, name: str, webhook_url: str, redirect_url: str, url: str | N
         "default_events": list(EVENTS),
         "default_permissions": dict(GITHUB_PERMISSIONS),
     }
+
+
+def check_options(*, org: str | None, webhook_url: str, port: int) -> None:
+    """Raise `ConfigError` naming the option if `org`, `webhook_url` or `port` cannot work (pure)."""
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"--port: {port} is not a port number (0 to {MAX_PORT}; 0: any free port)")
+    if org is not None and (len(org) > MAX_LOGIN or not ACCOUNT_LOGIN.match(org)):
+        raise ConfigError(
+            f"--org: {org!r} is not an organisation login (letters, digits and single '-', at most "
+            f"{MAX_LOGIN} characters; the name in https://github.com/ORG)"
+        )
+    parts = urlsplit(webhook_url)
+    example = "https://ghapp.example.com/webhook"
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(
+            f"--webhook-url: {webhook_url!r} is not an https URL; GitHub must reach ghapp over https, "
+            f"e.g. {example}"
+        )
+    if parts.path in ("", "/"):
+        raise ConfigError(
+            f"--webhook-url: {webhook_url!r} has no path; ghapp receives webhooks at /webhook, e.g. {example}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--webhook-url: {webhook_url!r} has a query or fragment; give only host and path")
 
 
 def new_app_url(web_url: str, *, org: str | None) -> str:
@@ -279,7 +307,14 @@ class SetupServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.close()
+            raise ConfigError(
+                f"--port: cannot listen on {self._host}:{self._port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
         port = self._runner.addresses[0][1]
         self.url = f"http://{self._host}:{port}"
         return self.url + "/"

@@ -220,6 +220,10 @@ async def test_serve_without_a_reachable_cluster_says_so_and_exits(
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     text = stderr.decode()
     assert process.returncode == 2
-    assert "ghapp: error: Kubernetes list jobs failed" in text
+    error = json.loads(text.splitlines()[-1])  # GHAPP_LOG_FORMAT=json: the error line is JSON too
+    assert error["level"] == "error"
+    assert error["message"].startswith("Kubernetes list jobs failed")
+    server = yaml.safe_load(unreachable.read_text())["clusters"][0]["cluster"]["server"]
+    assert error["message"].endswith(f"(API server {server}, context gone of {unreachable})")  # which cluster
     assert "Traceback" not in text
     assert "Unclosed" not in text

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -27,9 +28,11 @@ from ghapp.metrics import Metrics
 from ghapp.permissions import GITHUB_PERMISSIONS
 from ghapp.setup import (
     CREDENTIAL_KEYS,
+    PLACEHOLDER_WEBHOOK_URL,
     DirectoryStore,
     KubeSecretStore,
     SetupServer,
+    check_options,
     credentials_secret,
     new_app_url,
 )
@@ -365,3 +368,32 @@ async def test_the_command_end_to_end(github: FakeGitHub, kube: KubeEmulator, tm
     secret = kube.get("secrets", TARGET_NAMESPACE, "ghapp-credentials")
     assert secret is not None
     assert decoded(secret)["app-id"] == str(app["id"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"webhook_url": "http://ci.acme.dev/webhook"},
+            "--webhook-url: 'http://ci.acme.dev/webhook' is not an https",
+        ),
+        ({"webhook_url": "ci.acme.dev/webhook"}, "is not an https URL"),
+        ({"webhook_url": "https://ci.acme.dev"}, "has no path; ghapp receives webhooks at /webhook"),
+        ({"webhook_url": "https://ci.acme.dev/"}, "has no path"),
+        ({"webhook_url": "https://ci.acme.dev/webhook?x=1"}, "has a query or fragment"),
+        ({"org": "acme corp"}, "--org: 'acme corp' is not an organisation login"),
+        ({"org": "-acme"}, "--org: '-acme' is not an organisation login"),
+        ({"org": "a" * 40}, "at most 39 characters"),
+        ({"port": 99999}, "--port: 99999 is not a port number"),
+        ({"port": -1}, "--port: -1 is not a port number"),
+    ],
+)
+def test_setup_options_are_checked_before_anything_happens(options: dict[str, Any], message: str) -> None:
+    given: dict[str, Any] = {"org": None, "webhook_url": PLACEHOLDER_WEBHOOK_URL, "port": 0, **options}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_options(**given)
+
+
+def test_good_setup_options_pass() -> None:
+    check_options(org="acme-corp", webhook_url="https://ci.acme.dev/gh/webhook", port=8765)
+    check_options(org=None, webhook_url=PLACEHOLDER_WEBHOOK_URL, port=0)
