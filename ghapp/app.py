@@ -21,6 +21,7 @@ from ghapp.admission import Admission
 from ghapp.auth import AppAuth
 from ghapp.clock import Clock, SystemClock
 from ghapp.config import Settings
+from ghapp.errors import ConfigError, GitHubError
 from ghapp.github import GitHubClient
 from ghapp.health import Health
 from ghapp.installations import Installations
@@ -87,6 +88,35 @@ class Services:
                 received_at=received_at,
             )
             await events.router.dispatch(event, ctx)
+
+    async def verify_app(self) -> None:
+        """``GET /app`` once at start (``serve``): GitHub must accept the App's id and key.
+
+        A refusal (401, 403, 404) can only be fixed by changing GHAPP_APP_ID or the key, so it is a
+        `ConfigError` and ghapp does not start (exit 2, one error line): a rollout with a wrong key stops at
+        the first pod, which never turns ready, instead of a ready ghapp failing every launch. If GitHub
+        cannot be asked now (network, 5xx), an ERROR is logged and ghapp starts: it retries every call.
+        """
+        try:
+            app = await self.github.app()
+        except GitHubError as exc:
+            if exc.status in (401, 403, 404):
+                raise ConfigError(
+                    f"GHAPP_APP_ID / GHAPP_PRIVATE_KEY: GitHub ({self.settings.github_api_url}) refuses the "
+                    f"App's JWT ({exc}); check that GHAPP_APP_ID is the App's id and the key is one of its "
+                    "private keys, not deleted"
+                ) from None
+            log.error(
+                "could not verify the App with GitHub (GET /app); starting anyway", extra={"error": str(exc)}
+            )
+            return
+        log.info("GitHub accepts the App", extra={"app": app.slug, "app_id": app.id, "owner": app.owner})
+        if "workflow_job" not in app.events:
+            log.error(
+                "the App does not subscribe to workflow_job events: no job will reach ghapp; tick "
+                "'Workflow job' under 'Subscribe to events' in the App's settings",
+                extra={"app": app.slug, "events": list(app.events)},
+            )
 
     async def start(self, *, reconcile: bool = True) -> None:
         """Rebuild state from the cluster, then keep it current and campaign for the reconciler's lease."""

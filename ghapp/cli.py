@@ -269,6 +269,11 @@ def serve(settings: Settings) -> int:
         access = await kubeaccess.load(kubeconfig)
         loaded.append(access)
         services = await start_services(settings, kube_configuration=access.configuration)
+        try:
+            await services.verify_app()
+        except BaseException:
+            await services.close()
+            raise
         app = build_app(services)
         admin = build_admin_app(services)
         app.cleanup_ctx.append(

@@ -31,6 +31,8 @@ from pydantic import (
 from ghapp.errors import ConfigError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+APP_ID = re.compile(r"^(?:[1-9][0-9]{0,19}|Iv[0-9A-Za-z.]{1,40})$")
+"""A GitHub App's numeric id or its client id (``Iv1.…``, ``Iv23li…``)."""
 ACCOUNT_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_POOLS_FILE = Path(__file__).with_name("data") / "pools.yaml"
@@ -467,6 +469,23 @@ class Settings(BaseModel):
         for login in value:
             if login != "*" and not ACCOUNT_LOGIN.match(login):
                 raise ValueError("must be '*' or comma-separated GitHub logins (letters, digits, '-')")
+        return value
+
+    @field_validator("app_id", mode="before")
+    @classmethod
+    def _app_id(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if not APP_ID.match(value):
+            raise ValueError(
+                "must be the App's numeric id (its settings page, 'App ID') or its client id (Iv…); "
+                "it is neither"
+            )
         return value
 
     @field_validator("runner_service_account")

@@ -174,3 +174,23 @@ def test_allowed_accounts_and_runner_service_account(pools_file: Path) -> None:
 def test_bad_policy_settings_are_named(pools_file: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(env(pools_file, **{name: value}))
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [(" 12345\n", "12345"), ("Iv23liAbC123", "Iv23liAbC123"), ("Iv1.0a1b2c", "Iv1.0a1b2c")]
+)
+def test_the_app_id_is_trimmed(pools_file: Path, given: str, kept: str) -> None:
+    assert load_settings(env(pools_file, GHAPP_APP_ID=given)).app_id == kept
+
+
+def test_a_blank_app_id_counts_as_missing(pools_file: Path) -> None:
+    settings = load_settings(env(pools_file, GHAPP_APP_ID="  "))
+    assert settings.app_id is None
+    with pytest.raises(ConfigError, match="missing required settings: GHAPP_APP_ID"):
+        settings.require_credentials()
+
+
+@pytest.mark.parametrize("given", ["ghapp", "12 345", "0", "-5", "my-app-12345"])
+def test_an_app_id_that_is_no_app_id_is_refused(pools_file: Path, given: str) -> None:
+    with pytest.raises(ConfigError, match=r"GHAPP_APP_ID: must be the App's numeric id .* or its client id"):
+        load_settings(env(pools_file, GHAPP_APP_ID=given))

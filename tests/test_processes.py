@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghapp import manifests, planner, policy
 from ghapp.config import load_settings
@@ -227,3 +229,37 @@ async def test_serve_without_a_reachable_cluster_says_so_and_exits(
     assert error["message"].endswith(f"(API server {server}, context gone of {unreachable})")  # which cluster
     assert "Traceback" not in text
     assert "Unclosed" not in text
+
+
+@pytest.mark.parametrize("wrong", ["GHAPP_APP_ID", "GHAPP_PRIVATE_KEY"])
+async def test_serve_refuses_to_start_when_github_refuses_the_app(
+    process_env: dict[str, str], github: FakeGitHub, wrong: str
+) -> None:
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    change = {"GHAPP_APP_ID": "999", "GHAPP_PRIVATE_KEY": other_key.decode()}[wrong]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ghapp",
+        "serve",
+        env={**process_env, wrong: change},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    text = stderr.decode()
+    assert process.returncode == 2
+    assert "Traceback" not in text
+    assert "Unclosed" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert not any("serving" in line["message"] for line in lines)  # it never served
+    error = lines[-1]
+    assert error["level"] == "error"
+    assert error["message"].startswith(
+        f"GHAPP_APP_ID / GHAPP_PRIVATE_KEY: GitHub ({github.api_url}) refuses the App's JWT ("
+    )
+    assert "401" in error["message"]
+    assert [call.status for call in github.calls_to("GET", "/app")] == [401]
+    assert github.calls == github.calls_to("GET", "/app")  # nothing else was tried

@@ -353,3 +353,29 @@ async def test_no_secret_reaches_the_logs(ghapp: Ghapp, caplog: pytest.LogCaptur
     assert leaked == []
     # JWTs neither
     assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", text)
+
+
+async def test_the_app_check_at_start_logs_and_carries_on_when_github_is_down(
+    ghapp: Ghapp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    ghapp.github.fail_next(10, status=503, path_contains="/app")
+    await ghapp.services.verify_app()  # no exception: a GitHub outage must not keep ghapp down
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "could not verify the App with GitHub (GET /app); starting anyway"
+    ]
+    assert "503" in errors[0].__dict__["error"]
+
+
+async def test_the_app_check_at_start_says_when_the_app_lacks_workflow_job(
+    ghapp: Ghapp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    await ghapp.services.verify_app()
+    assert any(r.getMessage() == "GitHub accepts the App" for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    ghapp.github.events = ["installation"]
+    await ghapp.services.verify_app()
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.getMessage().startswith("the App does not subscribe to workflow_job events")
