@@ -154,6 +154,20 @@ def account_refusal(account: str, *, settings: Settings, app_owner: str | None) 
     return None
 
 
+def settings_warnings(settings: Settings, *, unknown_variables: Sequence[str]) -> list[Result]:
+    """WARN lines for settings that are probably mistakes: the bundled sample pools, unknown variables."""
+    results = []
+    if settings.uses_sample_pools:
+        results.append(
+            warn(
+                "settings: pools file",
+                f"{settings.pools_file} is the sample bundled with ghapp; set GHAPP_POOLS_FILE to your own",
+            )
+        )
+    results += [warn("settings: unknown variable", f"{name} is ignored") for name in unknown_variables]
+    return results
+
+
 def app_events_result(app: AppInfo) -> Result:
     """Whether the App subscribes to the ``workflow_job`` event (without it no job ever reaches ghapp)."""
     what = "GitHub: the App subscribes to workflow_job events"
@@ -314,8 +328,10 @@ async def run_checks(
     kube_configuration: k8s.Configuration | None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
+    unknown_variables: Sequence[str] = (),
 ) -> list[Result]:
-    """Every check against the GitHub and cluster `settings` point at (`settings` loaded already).
+    """Every check against the GitHub and cluster `settings` point at (`settings` loaded already);
+    `unknown_variables`: the ``GHAPP_*`` variables set that ghapp does not read.
 
     Without `kube_configuration` the Kubernetes checks are left out (the caller reports why).
     """
@@ -327,7 +343,8 @@ async def run_checks(
             "settings",
             f"valid; {len(settings.pools)} pool(s) from {settings.pools_file}, "
             f"namespace {settings.namespace}",
-        )
+        ),
+        *settings_warnings(settings, unknown_variables=unknown_variables),
     ]
     results += await _github_checks(settings, clock=clock, metrics=metrics)
     if kube_configuration is not None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -19,7 +20,13 @@ import yaml
 from aiohttp import web
 
 from ghapp import __version__, kubeaccess, logs, manifests, planner, policy, warm
-from ghapp.config import ENVIRONMENT_VARIABLES, Settings, load_settings, requested_log_format
+from ghapp.config import (
+    ENVIRONMENT_VARIABLES,
+    Settings,
+    load_settings,
+    requested_log_format,
+    unknown_variables,
+)
 from ghapp.errors import ConfigError, GhappError, KubernetesError
 from ghapp.models import WorkflowJob
 from ghapp.sensitive import Secret
@@ -28,6 +35,7 @@ SAMPLE_PAYLOAD = Path(__file__).with_name("data") / "sample-workflow-job.json"
 TOKEN_PLACEHOLDER = "<registration-token>"
 JITCONFIG_PLACEHOLDER = "<encoded-jit-config>"
 RUNNER_ID_PLACEHOLDER = "<runner id from generate-jitconfig>"
+log = logging.getLogger("ghapp")
 
 
 class _ManifestDumper(yaml.SafeDumper):
@@ -249,6 +257,19 @@ def listen(host: str, port: int, *, setting: str) -> socket.socket:
         raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {reason}") from None
 
 
+def log_startup(settings: Settings) -> None:
+    """The startup line (version, listen addresses, pools file, GitHub, App id, namespaces, account rule)
+    and a warning for each thing that is probably a mistake."""
+    log.info(f"ghapp {__version__} starting", extra={"version": __version__, **settings.summary()})
+    if settings.uses_sample_pools:
+        log.warning(
+            "the pools file is the sample bundled with ghapp; set GHAPP_POOLS_FILE to your own",
+            extra={"pools_file": str(settings.pools_file)},
+        )
+    for name in unknown_variables():
+        log.warning(f"unknown setting {name} is ignored", extra={"variable": name.split()[0]})
+
+
 def serve(settings: Settings) -> int:
     """Run the server until SIGINT/SIGTERM. The ports are bound first, so a port in use stops it before
     anything starts or is logged as serving."""
@@ -263,6 +284,7 @@ def serve(settings: Settings) -> int:
         public.close()
         raise
     logs.setup(level=settings.log_level, fmt=settings.log_format)
+    log_startup(settings)
     loaded: list[kubeaccess.KubeAccess] = []
 
     async def make_app() -> web.Application:
@@ -375,19 +397,21 @@ def check_command(args: argparse.Namespace) -> int:
     """``ghapp check``: print the report; 0 if every check passed, else 1."""
     from ghapp import check
 
+    unknown = unknown_variables()
     try:
         settings = load_settings(pools_file=args.pools)
     except GhappError as exc:
-        print(check.report([check.Result(False, "settings", str(exc))]), end="")
+        typos = [check.warn("settings: unknown variable", f"{name} is ignored") for name in unknown]
+        print(check.report([check.Result(False, "settings", str(exc)), *typos]), end="")
         return 1
 
     async def go() -> list[check.Result]:
         try:
             configuration = (await kubeaccess.load(kubeaccess.kubeconfig_file(settings))).configuration
         except GhappError as exc:
-            github = await check.run_checks(settings, kube_configuration=None)
+            github = await check.run_checks(settings, kube_configuration=None, unknown_variables=unknown)
             return [*github, check.Result(False, "Kubernetes: configuration", str(exc))]
-        return await check.run_checks(settings, kube_configuration=configuration)
+        return await check.run_checks(settings, kube_configuration=configuration, unknown_variables=unknown)
 
     results = asyncio.run(go())
     print(check.report(results), end="")

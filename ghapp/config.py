@@ -6,9 +6,10 @@ repeats a secret value.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -586,6 +587,33 @@ class Settings(BaseModel):
         path = parts.path.removesuffix("/api/v3")
         return f"{parts.scheme}://{parts.netloc}{path}"
 
+    @property
+    def account_rule(self) -> str:
+        """GHAPP_ALLOWED_ACCOUNTS in words."""
+        if "*" in self.allowed_accounts:
+            return "any account"
+        if self.allowed_accounts:
+            return "accounts " + ", ".join(self.allowed_accounts)
+        return "only the App's owner"
+
+    @property
+    def uses_sample_pools(self) -> bool:
+        """Whether the pools come from the sample bundled with ghapp (GHAPP_POOLS_FILE not set)."""
+        return self.pools_file.resolve() == DEFAULT_POOLS_FILE.resolve()
+
+    def summary(self) -> dict[str, Any]:
+        """What this ghapp is configured to do, for the startup line (no secrets)."""
+        return {
+            "listen": f"http://{self.host}:{self.port} (webhook, probes)",
+            "admin": f"http://{self.host}:{self.admin_port} (metrics)",
+            "pools_file": str(self.pools_file),
+            "pools": [pool.name for pool in self.pools],
+            "github": self.github_api_url,
+            "app_id": self.app_id,
+            "namespaces": list(self.runner_namespaces),
+            "accounts": self.account_rule,
+        }
+
     def require_credentials(self) -> None:
         """Raise `ConfigError` naming every credential setting the server needs and lacks."""
         missing = [
@@ -677,7 +705,12 @@ def read_pools(path: Path) -> tuple[Pool, ...]:
     except OSError as exc:
         raise ConfigError(f"GHAPP_POOLS_FILE: cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"GHAPP_POOLS_FILE: {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"GHAPP_POOLS_FILE: {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"GHAPP_POOLS_FILE: {path}: should be a mapping with a 'pools:' list of pools, found "
+            f"{_kind(document) if document is not None else 'an empty file'}"
+        )
     try:
         return PoolsFile.model_validate(document).pools
     except ValidationError as exc:
@@ -688,9 +721,9 @@ def _describe_pools(exc: ValidationError, document: Any) -> str:
     """Pools file problems, naming the pool and the field (values are never repeated)."""
     raw_pools = document.get("pools") if isinstance(document, dict) else None
     problems = []
-    for error in exc.errors(include_input=False, include_url=False):
+    for error in exc.errors(include_url=False):
         loc = error["loc"]
-        message = error["msg"].removeprefix("Value error, ")
+        message = _plain_words(error)
         location = ".".join(str(part) for part in loc)
         if len(loc) < 3 or loc[0] != "pools" or not isinstance(loc[1], int):
             problems.append(f"{location}: {message}" if location else message)
@@ -706,6 +739,83 @@ def _describe_pools(exc: ValidationError, document: Any) -> str:
         else:
             problems.append(f"{location}: {message}")
     return "; ".join(problems)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """The one of `known` that `name` most likely misspells (case, ``_`` / ``-`` and typos aside)."""
+
+    def squash(text: str) -> str:
+        return text.lower().replace("_", "").replace("-", "")
+
+    by_squashed = {squash(candidate): candidate for candidate in known}
+    close = difflib.get_close_matches(squash(name), list(by_squashed), n=1, cutoff=0.8)
+    return by_squashed[close[0]] if close else None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``GHAPP_*`` variables that ghapp does not read (typos), each with the likely meant one."""
+    env = os.environ if environ is None else environ
+    found = []
+    for name in sorted(n for n in env if n.startswith("GHAPP_") and n not in ENVIRONMENT_VARIABLES):
+        guess = did_you_mean(name, ENVIRONMENT_VARIABLES)
+        found.append(f"{name} (did you mean {guess}?)" if guess else name)
+    return found
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML parser's complaint on one line, with where it is (``line L, column C``)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in words (never the value itself: pools may hold secrets in ``env``)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_EXPECTED: Mapping[str, str] = {
+    "dict_type": "a mapping (name: value lines)",
+    "model_type": "a mapping (name: value lines)",
+    "model_attributes_type": "a mapping (name: value lines)",
+    "tuple_type": "a list ([a, b] or '- ' lines)",
+    "list_type": "a list ([a, b] or '- ' lines)",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+}
+
+
+def _plain_words(error: Any) -> str:
+    """One pydantic error in plain words, saying what kind of value was found instead (not the value)."""
+    kind = error["type"]
+    if kind == "missing":
+        return "is missing"
+    if kind == "extra_forbidden":
+        known = list(Pool.model_fields) if len(error["loc"]) > 2 else ["pools"]
+        guess = did_you_mean(str(error["loc"][-1]), known)
+        hint = f"did you mean {guess}? " if guess else ""
+        return f"is not a field ghapp knows ({hint}known: {', '.join(known)})"
+    if kind in _EXPECTED:
+        return f"should be {_EXPECTED[kind]}, found {_kind(error.get('input'))}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def requested_log_format(environ: Mapping[str, str] | None = None) -> LogFormat:
@@ -739,10 +849,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if env.get(f"{name}_FILE"):
                 names[field] = f"{name}_FILE ({env[f'{name}_FILE']})"
         problems = []
-        for error in exc.errors(include_input=False, include_url=False):
+        for error in exc.errors(include_url=False):
             field = str(error["loc"][0]) if error["loc"] else ""
             name = names.get(field, field or "settings")
-            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+            problems.append(f"{name}: {_plain_words(error)}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     # Imported here: manifests builds on this module. Every pool's rendered Job must pass the schema.
     from ghapp.manifests import check_pools

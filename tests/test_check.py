@@ -15,7 +15,7 @@ from kubernetes_asyncio import client as k8s
 
 from ghapp import check
 from ghapp.clock import ManualClock
-from ghapp.config import Settings, load_settings
+from ghapp.config import Settings, load_settings, unknown_variables
 from ghapp.github import HookConfig
 from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES
 
@@ -416,3 +416,35 @@ async def test_a_pool_the_api_server_refuses_fails_with_its_message(
     (failed,) = lines(results, ok=False)
     assert failed.startswith("FAIL  Kubernetes: pool linux can start runners in namespace runners: ")
     assert "the API server refuses its Job: injected fault (HTTP 403)" in failed
+
+
+async def test_probable_mistakes_in_the_settings_warn(
+    environ: dict[str, str], kube: KubeEmulator, tmp_path: Path
+) -> None:
+    sample = {k: v for k, v in environ.items() if k != "GHAPP_POOLS_FILE"}
+    settings = load_settings(sample)
+    unknown = unknown_variables({**sample, "GHAPP_POOL_FILE": str(tmp_path / "pools.yaml")})
+    results = await check.run_checks(
+        settings, kube_configuration=kube.configuration(), unknown_variables=unknown
+    )
+    warnings = [r.line() for r in results if r.label == "WARN"]
+    assert warnings == [
+        f"WARN  settings: pools file: {settings.pools_file} is the sample bundled with ghapp; set "
+        "GHAPP_POOLS_FILE to your own",
+        "WARN  settings: unknown variable: GHAPP_POOL_FILE (did you mean GHAPP_POOLS_FILE?) is ignored",
+    ]
+    assert all(r.ok for r in results)  # warnings do not fail the check
+    assert check.report(results).endswith(", 2 with a warning\n")
+
+
+async def test_the_command_warns_about_a_typo_even_when_settings_fail(
+    environ: dict[str, str], kube: KubeEmulator, tmp_path: Path
+) -> None:
+    status, out = await run_command(
+        {**environ, "GHAPP_MAX_RUNNERS": "many", "GHAPP_LOG_LEVL": "DEBUG"}, kube, tmp_path
+    )
+    assert status == 1
+    assert out.splitlines()[:2] == [
+        "FAIL  settings: invalid settings: GHAPP_MAX_RUNNERS: should be a whole number, found text",
+        "WARN  settings: unknown variable: GHAPP_LOG_LEVL (did you mean GHAPP_LOG_LEVEL?) is ignored",
+    ]

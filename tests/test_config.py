@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ghapp.config import load_settings
+from ghapp.config import load_settings, unknown_variables
 from ghapp.errors import ConfigError
 
 from .keys import PRIVATE_KEY_PEM
@@ -194,3 +194,58 @@ def test_a_blank_app_id_counts_as_missing(pools_file: Path) -> None:
 def test_an_app_id_that_is_no_app_id_is_refused(pools_file: Path, given: str) -> None:
     with pytest.raises(ConfigError, match=r"GHAPP_APP_ID: must be the App's numeric id .* or its client id"):
         load_settings(env(pools_file, GHAPP_APP_ID=given))
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("", "should be a mapping with a 'pools:' list of pools, found an empty file"),
+        ("- name: x\n", "should be a mapping with a 'pools:' list of pools, found a list"),
+        ("pool:\n  - {name: x, labels: [a]}\n", "pools: is missing; pool: is not a field ghapp knows"),
+        ("pools: linux\n", "pools: should be a list ([a, b] or '- ' lines), found text"),
+        ("pools:\n  - linux\n", "pools.0: should be a mapping (name: value lines), found text"),
+        ("pools:\n  - {name: x, labels: self-hosted}\n", "pool 'x' (pools.0.labels): should be a list"),
+        (
+            "pools:\n  - {name: x, labels: [a], max_runners: ten}\n",
+            "(pools.0.max_runners): should be a whole number, found text",
+        ),
+        ("pools:\n  - {name: x, labels: [a], allow_public: maybe}\n", "should be true or false, found text"),
+        ("pools:\n  - {name: x}\n", "pool 'x' (pools.0.labels): is missing"),
+        (
+            "pools:\n  - {name: x, labels: [a], maxRunners: 3}\n",
+            "is not a field ghapp knows (did you mean max_runners? known: name, labels,",
+        ),
+        (
+            "pools:\n  - name: x\n   labels: [a\n",
+            "is not valid YAML: expected <block end>, but found '<block mapping start>' at line 3, column 4",
+        ),
+    ],
+)
+def test_pools_file_errors_say_what_was_found_in_plain_words(
+    tmp_path: Path, document: str, expected: str
+) -> None:
+    path = tmp_path / "pools.yaml"
+    path.write_text(document)
+    with pytest.raises(ConfigError) as error:
+        load_settings({"GHAPP_POOLS_FILE": str(path)})
+    message = str(error.value)
+    assert message.startswith(f"GHAPP_POOLS_FILE: {path}")
+    assert expected in message
+    assert "\n" not in message  # one line
+
+
+def test_values_are_never_repeated_in_pools_errors(tmp_path: Path) -> None:
+    path = tmp_path / "pools.yaml"
+    path.write_text("pools:\n  - {name: x, labels: [a], max_runners: hunter2-secret}\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings({"GHAPP_POOLS_FILE": str(path)})
+    assert "hunter2" not in str(error.value)
+
+
+def test_unknown_variables_are_found_with_the_likely_meant_one() -> None:
+    environ = {"GHAPP_POOL_FILE": "x", "GHAPP_PORT": "1", "GHAPP_FROBNICATE": "1", "HOME": "/root"}
+    assert unknown_variables(environ) == [
+        "GHAPP_FROBNICATE",
+        "GHAPP_POOL_FILE (did you mean GHAPP_POOLS_FILE?)",
+    ]
+    assert unknown_variables({"GHAPP_PRIVATE_KEY_FILE": "k", "GHAPP_ADMIN_PORT": "9"}) == []

@@ -18,7 +18,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ghapp import manifests, planner, policy
+from ghapp import __version__, manifests, planner, policy
 from ghapp.config import load_settings
 from ghapp.models import WorkflowJob
 
@@ -263,3 +263,41 @@ async def test_serve_refuses_to_start_when_github_refuses_the_app(
     assert "401" in error["message"]
     assert [call.status for call in github.calls_to("GET", "/app")] == [401]
     assert github.calls == github.calls_to("GET", "/app")  # nothing else was tried
+
+
+async def test_serve_says_what_it_runs_with_and_warns_about_probable_mistakes(
+    process_env: dict[str, str], github: FakeGitHub
+) -> None:
+    env = {k: v for k, v in process_env.items() if k != "GHAPP_POOLS_FILE"}  # the bundled sample
+    env["GHAPP_POOL_FILE"] = process_env["GHAPP_POOLS_FILE"]  # a typo: ignored, so warned about
+    env["GHAPP_LOG_LEVEL"] = "INFO"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ghapp",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{env['GHAPP_PORT']}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    lines = [json.loads(line) for line in stderr.decode().splitlines()]
+    messages = [line["message"] for line in lines]
+    first = lines[0]
+    assert first["message"] == f"ghapp {__version__} starting"
+    assert first["listen"] == f"http://127.0.0.1:{env['GHAPP_PORT']} (webhook, probes)"
+    assert first["admin"] == f"http://127.0.0.1:{env['GHAPP_ADMIN_PORT']} (metrics)"
+    assert (first["github"], first["app_id"]) == (github.api_url, env["GHAPP_APP_ID"])
+    assert first["namespaces"] == [NAMESPACE]
+    assert first["accounts"] == "accounts acme, alice, globex"
+    assert first["pools_file"].endswith("ghapp/data/pools.yaml")
+    assert messages[1:3] == [
+        "the pools file is the sample bundled with ghapp; set GHAPP_POOLS_FILE to your own",
+        "unknown setting GHAPP_POOL_FILE (did you mean GHAPP_POOLS_FILE?) is ignored",
+    ]
+    assert [line["level"] for line in lines[1:3]] == ["warning", "warning"]
+    assert messages.index("GitHub accepts the App") < messages.index("ghapp is serving")
