@@ -1,4 +1,5 @@
-"""Command line: `serve`, `reconcile`, `render`, `setup`, `check` (parse arguments, build settings, run)."""
+"""Command line: `serve`, `reconcile`, `render`, `setup`, `check`, `send-test-webhook` (parse arguments, build
+settings, run)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_setup_parser(commands)
     _add_check_parser(commands)
     _add_status_parsers(commands)
+    _add_send_test_webhook_parser(commands)
     return parser
 
 
@@ -125,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_command(args)
     if args.command in ("status", "usage"):
         return status_command(args)
+    if args.command == "send-test-webhook":
+        return send_test_webhook_command(args)
     try:
         settings = load_settings(pools_file=args.pools)
         if args.command == "render":
@@ -471,6 +475,57 @@ def status_command(args: argparse.Namespace) -> int:
     else:
         print(statuspage.text(status, only=None if args.command == "status" else "Runner time"), end="")
     return 0
+
+
+def _add_send_test_webhook_parser(commands: Any) -> None:
+    from ghapp import testwebhook
+
+    parser = commands.add_parser(
+        "send-test-webhook",
+        help="send a correctly signed webhook to a running ghapp and print its answer (no GitHub needed)",
+        description="Sign a delivery with GHAPP_WEBHOOK_SECRET, POST it to a running ghapp (default: the "
+        "local one on GHAPP_HOST:GHAPP_PORT) and print the answer: proves the secret and the route "
+        "(Ingress, Service) without GitHub. A workflow_job delivery has the action "
+        f"'{testwebhook.TEST_ACTION}', which ghapp logs and starts nothing for. Exit 0 on a 2xx answer, "
+        "1 on another answer, 2 if nothing answered.",
+    )
+    parser.add_argument("--url", help="the webhook URL (default: http://GHAPP_HOST:GHAPP_PORT/webhook)")
+    parser.add_argument(
+        "--event", choices=testwebhook.EVENTS, default="ping", help="the event (default: ping)"
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=["self-hosted", "linux", "x64"],
+        metavar="LABEL",
+        help="the workflow_job's runs-on labels (space- or comma-separated; default: self-hosted linux x64)",
+    )
+    _add_pools_argument(parser)
+
+
+def send_test_webhook_command(args: argparse.Namespace) -> int:
+    """``ghapp send-test-webhook``: 0 if ghapp answered 2xx, 1 if it answered otherwise, 2 on errors."""
+    from ghapp import testwebhook
+
+    try:
+        settings = load_settings(pools_file=args.pools)
+        if settings.webhook_secret is None:
+            raise ConfigError(
+                "GHAPP_WEBHOOK_SECRET (or GHAPP_WEBHOOK_SECRET_FILE): not set; it signs the delivery"
+            )
+        labels = [label.strip() for item in args.labels for label in item.split(",") if label.strip()]
+        if args.event == "workflow_job" and not labels:
+            raise ConfigError("--labels: give at least one label")
+        url = args.url or testwebhook.default_url(settings)
+        body = testwebhook.payload(args.event, labels=labels)
+        delivery = testwebhook.signed(args.event, body, secret=settings.webhook_secret.get_secret_value())
+        for line in testwebhook.describe(delivery, url=url, labels=labels, settings=settings):
+            print(line, flush=True)
+        answer = asyncio.run(testwebhook.send(delivery, url=url))
+    except GhappError as exc:
+        return fail(str(exc))
+    print(testwebhook.verdict(answer))
+    return 0 if answer.ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
