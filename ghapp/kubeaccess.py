@@ -16,6 +16,7 @@ from ghapp.config import Settings
 from ghapp.errors import ConfigError
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
+_NO_CURRENT_CONTEXT = "it names no current-context; set one with `kubectl config use-context NAME`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +45,36 @@ def kubeconfig_file(settings: Settings) -> str | None:
         if missing:
             what = "does not exist" if len(missing) == 1 else "do not exist"
             raise ConfigError(f"KUBECONFIG: {', '.join(missing)} {what} (or is not a file)")
+        _precheck(paths)
         return settings.kubeconfig
     default = Path(DEFAULT_KUBECONFIG).expanduser()
-    return str(default) if default.is_file() else None
+    if not default.is_file():
+        return None
+    _precheck([str(default)])
+    return str(default)
+
+
+def _precheck(paths: list[str]) -> None:
+    """The mistakes a person makes in kubeconfig files, found before anything starts: not YAML, not a
+    mapping, no current-context in any of them (the first file that sets it wins, as for kubectl)."""
+    current = None
+    for path in paths:
+        try:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"KUBECONFIG: cannot read {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"KUBECONFIG: {path} is not valid YAML ({_first_line(exc)})") from None
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            raise ConfigError(
+                f"KUBECONFIG: {path} is not a kubeconfig (a mapping with clusters, contexts, users)"
+            )
+        current = current or document.get("current-context")
+    if not current:
+        where = paths[0] if len(paths) == 1 else ", ".join(paths)
+        raise ConfigError(f"KUBECONFIG: {where}: {_NO_CURRENT_CONTEXT}")
 
 
 async def load(kubeconfig: str | None) -> KubeAccess:
@@ -89,5 +117,5 @@ def _first_line(exc: Exception) -> str:
 def _plain(exc: k8s_config.ConfigException) -> str:
     text = _first_line(exc)
     if "current-context" in text:
-        return "it names no current-context; set one with `kubectl config use-context NAME`"
+        return _NO_CURRENT_CONTEXT
     return text.removeprefix("Invalid kube-config file. ")

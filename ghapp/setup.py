@@ -142,21 +142,51 @@ def _page(title: str, body: str) -> str:
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;line-height:1.5}"
-        "button{font-size:1.1em;padding:.5em 1em}code{background:#eee;padding:0 .2em}</style>"
+        "button{font-size:1.1em;padding:.5em 1em}code{background:#eee;padding:0 .2em}"
+        ".warning{background:#fff3cd;padding:.5em}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
 
 
-def form_page(*, action: str, manifest: Mapping[str, Any], state: str, org: str | None) -> str:
-    """The local page: one button that POSTs the manifest and `state` to GitHub."""
+PERSONAL_ACCOUNT_WARNING: Final = (
+    "Without --org the App belongs to your personal account. It is a private App, and a private App can "
+    "only be installed on the account that owns it: it cannot be installed on an organisation. To run "
+    "runners for an organisation, stop here and run ghapp setup --org ORG (you must be an owner of ORG)."
+)
+
+
+def form_page(
+    *,
+    action: str,
+    manifest: Mapping[str, Any],
+    state: str,
+    org: str | None,
+    store: str = "",
+    webhook_url: str = "",
+) -> str:
+    """The local page: what will be created and where its credentials go, and one button that POSTs the
+    manifest and `state` to GitHub."""
     owner = f"the organisation <b>{html.escape(org)}</b>" if org else "your personal account"
     target = html.escape(f"{action}?{urlencode({'state': state})}", quote=True)
+    facts = []
+    if webhook_url:
+        hook = f"<p>GitHub will send webhooks to <code>{html.escape(webhook_url)}</code>"
+        if webhook_url == PLACEHOLDER_WEBHOOK_URL:
+            hook += " — a placeholder: set the real https://YOUR-HOST/webhook in the App's settings later"
+        facts.append(hook + ".</p>\n")
+    if store:
+        facts.append(
+            f"<p>Its credentials will be stored in {html.escape(store)}; they are never shown.</p>\n"
+        )
+    if not org:
+        facts.append(f'<p class="warning"><b>Note:</b> {html.escape(PERSONAL_ACCOUNT_WARNING)}</p>\n')
     return _page(
         "Create the ghapp GitHub App",
         f"<p>This registers a private GitHub App owned by {owner}, with the permissions ghapp needs "
         f"({html.escape(', '.join(f'{k}: {v}' for k, v in sorted(GITHUB_PERMISSIONS.items())))}) "
         "and the <code>workflow_job</code> event. GitHub lets you change its name first.</p>\n"
-        f'<form action="{target}" method="post">\n'
+        + "".join(facts)
+        + f'<form action="{target}" method="post">\n'
         f'<input type="hidden" name="manifest" value="{html.escape(json.dumps(manifest), quote=True)}">\n'
         f'<input type="hidden" name="state" value="{html.escape(state, quote=True)}">\n'
         '<button type="submit">Create GitHub App</button>\n</form>',
@@ -340,7 +370,14 @@ class SetupServer:
         if self._foreign_host(request):
             return _html(400, message_page("Wrong address", f"Open {self.url}/ instead."))
         action = new_app_url(self._web_url, org=self._org)
-        page = form_page(action=action, manifest=self.manifest(), state=self._state, org=self._org)
+        page = form_page(
+            action=action,
+            manifest=self.manifest(),
+            state=self._state,
+            org=self._org,
+            store=self._store.describe(),
+            webhook_url=self._webhook_url,
+        )
         return _html(200, page)
 
     async def _callback(self, request: web.Request) -> web.Response:
@@ -467,7 +504,10 @@ async def run(
             page = await server.start()
             try:
                 print(f'Open {page} in a browser on this machine and press "Create GitHub App".', file=out)
-                print(f"The credentials will go to {store.describe()}.", file=out, flush=True)
+                print(f"The credentials will go to {store.describe()}.", file=out)
+                print(f"GitHub will send webhooks to {webhook_url}.", file=out, flush=True)
+                if not org:
+                    print(f"Note: {PERSONAL_ACCOUNT_WARNING}", file=out, flush=True)
                 try:
                     credentials = await server.wait()
                 except GhappError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
 import os
 import re
@@ -134,6 +135,12 @@ async def test_the_page_posts_the_manifest_and_the_callback_fills_the_secret(
         assert form.manifest["public"] is False
         assert form.manifest["redirect_url"] == f"{server.url}/callback"
         assert form.manifest["hook_attributes"]["active"] is True
+        # the page says where the credentials go, where webhooks go, and whose App this will be
+        text = html.unescape(page)
+        assert f"stored in Secret {TARGET_NAMESPACE}/ghapp-credentials (keys " in text
+        assert f"GitHub will send webhooks to <code>{PLACEHOLDER_WEBHOOK_URL}</code> — a placeholder" in text
+        assert "it cannot be installed on an organisation" in text
+        assert "ghapp setup --org ORG" in text
 
         # GitHub: the person confirms, GitHub makes a code and redirects the browser back
         code = github.create_manifest_code(form.manifest)
@@ -290,8 +297,12 @@ async def test_org_apps_and_github_enterprise_server(tmp_path: Path, session: An
         store = DirectoryStore(directory=tmp_path / "out", replace=False)
         server, page_url = await start_setup(session, store, settings, org="acme")
         try:
-            form = parse_form((await fetch(page_url))[1])
+            page = (await fetch(page_url))[1]
+            form = parse_form(page)
             assert form.action.startswith(f"{settings.web_url}/organizations/acme/settings/apps/new?")
+            files = "app-id, private-key, webhook-secret, client-id, client-secret"
+            assert f"stored in files {files} in {tmp_path / 'out'}" in html.unescape(page)
+            assert "personal account" not in page  # an organisation's App: no warning
             code = ghes.create_manifest_code(form.manifest)
             status, _ = await fetch(f"{server.url}/callback?code={code}&state={form.state}")
             assert status == 200
