@@ -357,11 +357,13 @@ def setup_command(args: argparse.Namespace) -> int:
     try:
         setup.check_options(org=args.org, webhook_url=args.webhook_url, port=args.port)
         settings = load_settings()
+        loaded: list[kubeaccess.KubeAccess] = []
 
         async def go() -> int:
             configuration = None
             if args.output_dir is None:
-                configuration = (await kubeaccess.load(kubeaccess.kubeconfig_file(settings))).configuration
+                loaded.append(await kubeaccess.load(kubeaccess.kubeconfig_file(settings)))
+                configuration = loaded[0].configuration
             return await setup.run(
                 github_api_url=settings.github_api_url,
                 web_url=settings.web_url,
@@ -376,7 +378,8 @@ def setup_command(args: argparse.Namespace) -> int:
                 port=args.port,
             )
 
-        return asyncio.run(go())
+        with _naming_the_cluster(loaded):
+            return asyncio.run(go())
     except GhappError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
@@ -388,11 +391,14 @@ def _add_check_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "check",
         help="verify a deployment: settings, GitHub credentials and installations, Kubernetes access",
-        description="Check the settings (and pools file), that GitHub accepts the App's JWT, that every "
-        "installation grants the permissions ghapp needs, that the Kubernetes API answers and that ghapp "
+        description="Check the settings (and pools file), that GitHub accepts the App's JWT and that the "
+        "App subscribes to workflow_job, the App's webhook (URL, content type, secret) and its failed "
+        "deliveries of the last 24 hours, that every installation grants the permissions ghapp needs and "
+        "that the account rule and the pools let its jobs in, that the Kubernetes API answers and that ghapp "
         "may do everything it needs in GHAPP_NAMESPACE (and in the pools' own namespaces). "
-        "Prints one PASS/FAIL line per check; exit status "
-        "0 only if all pass. Writes nothing. In a cluster: kubectl exec deploy/ghapp -- ghapp check",
+        "Prints one PASS/WARN/FAIL line per check; exit status 0 only if none fails "
+        "(a WARN works but deserves a look). Writes nothing."
+        " In a cluster: kubectl exec deploy/ghapp -- ghapp check",
     )
     _add_pools_argument(parser)
 

@@ -175,3 +175,9 @@ def test_errors_are_json_lines_when_asked(base_env: dict[str, str], busy_port: i
         assert line["level"] == "error"
         assert line["logger"] == "ghapp"
         assert line["message"].startswith(("GHAPP_PORT: ", "invalid settings: GHAPP_MAX_RUNNERS", "--port: "))
+
+
+def test_cluster_errors_name_the_server_and_the_context(base_env: dict[str, str]) -> None:
+    line = one_error_line(run("setup", "--port", "0", env=base_env))  # nothing listens on the server
+    assert line.startswith("ghapp: error: cannot write Secret ghapp/ghapp-credentials")
+    assert line.endswith(f"(API server http://127.0.0.1:1, context dev of {base_env['KUBECONFIG']})")
