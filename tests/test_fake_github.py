@@ -487,6 +487,23 @@ async def test_deliver_signed_and_failed(fake: FakeGitHub, receiver: Receiver) -
     assert (rejected.status, rejected.status_code) == ("Invalid HTTP Response: 500", 500)
 
 
+async def test_hook_config_and_events(
+    api: GitHubAPI, fake: FakeGitHub, keys: Keys, receiver: Receiver
+) -> None:
+    fake.webhook_url = receiver.url
+    config = await api.getitem("/app/hook/config", jwt=_app_jwt(keys))
+    # GitHub's webhook-config: the secret masked when set
+    assert config == {"content_type": "json", "insecure_ssl": "0", "secret": "********", "url": receiver.url}
+    assert (await api.getitem("/app", jwt=_app_jwt(keys)))["events"] == ["workflow_job"]
+
+    fake.webhook_secret = ""  # an App without a secret: left out of the config, deliveries unsigned
+    assert "secret" not in await api.getitem("/app/hook/config", jwt=_app_jwt(keys))
+    await fake.deliver("ping", {"zen": "z"})
+    headers, _ = receiver.requests[-1]
+    assert "x-hub-signature-256" not in headers
+    assert "x-hub-signature" not in headers
+
+
 async def test_delivery_listing_and_redelivery(
     api: GitHubAPI, fake: FakeGitHub, keys: Keys, receiver: Receiver, session: aiohttp.ClientSession
 ) -> None:
