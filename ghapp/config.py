@@ -605,7 +605,7 @@ class Settings(BaseModel):
         """What this ghapp is configured to do, for the startup line (no secrets)."""
         return {
             "listen": f"http://{self.host}:{self.port} (webhook, probes)",
-            "admin": f"http://{self.host}:{self.admin_port} (metrics)",
+            "admin": f"http://{self.host}:{self.admin_port} (metrics, status)",
             "pools_file": str(self.pools_file),
             "pools": [pool.name for pool in self.pools],
             "github": self.github_api_url,

@@ -290,7 +290,7 @@ async def test_serve_says_what_it_runs_with_and_warns_about_probable_mistakes(
     first = lines[0]
     assert first["message"] == f"ghapp {__version__} starting"
     assert first["listen"] == f"http://127.0.0.1:{env['GHAPP_PORT']} (webhook, probes)"
-    assert first["admin"] == f"http://127.0.0.1:{env['GHAPP_ADMIN_PORT']} (metrics)"
+    assert first["admin"] == f"http://127.0.0.1:{env['GHAPP_ADMIN_PORT']} (metrics, status)"
     assert (first["github"], first["app_id"]) == (github.api_url, env["GHAPP_APP_ID"])
     assert first["namespaces"] == [NAMESPACE]
     assert first["accounts"] == "accounts acme, alice, globex"
