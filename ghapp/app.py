@@ -265,6 +265,7 @@ async def start_services(
     elector = LeaderElector(
         kube=kube,
         name=settings.lease_name,
+        namespace=settings.lease_ns,
         identity=settings.identity,
         duration=settings.lease_duration_seconds,
         clock=clock,

@@ -33,7 +33,7 @@ from ghapp.health import Health
 from ghapp.kube import KubeClient
 from ghapp.kubehttp import KubeTransport
 from ghapp.metrics import Metrics
-from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES
+from ghapp.permissions import GITHUB_PERMISSIONS, KUBERNETES_RULES, LEASE_RULES, RUNNER_RULES
 from ghapp.planner import RunnerPlan
 from ghapp.retry import Backoff
 from ghapp.sensitive import Secret
@@ -283,29 +283,22 @@ def _describe_delivery(delivery: Mapping[str, Any]) -> str:
     )
 
 
-def kubernetes_requirements() -> list[tuple[str, str, str]]:
-    """(API group, resource, verb) for every permission in `KUBERNETES_RULES`, sorted."""
-    return sorted(
-        (group, resource, verb) for (group, resource), verbs in KUBERNETES_RULES.items() for verb in verbs
-    )
-
-
-RUNNER_RESOURCES = frozenset(
-    {("batch", "jobs"), ("", "secrets"), ("", "pods"), ("", "events"), ("", "serviceaccounts")}
-)
-"""What ghapp does in a pool's own namespace (the Lease lives in GHAPP_NAMESPACE only)."""
+def kubernetes_requirements(
+    rules: Mapping[tuple[str, str], frozenset[str]] = KUBERNETES_RULES,
+) -> list[tuple[str, str, str]]:
+    """(API group, resource, verb) for every permission in `rules` (default: all of them), sorted."""
+    return sorted((group, resource, verb) for (group, resource), verbs in rules.items() for verb in verbs)
 
 
 def namespace_requirements(settings: Settings) -> list[tuple[str, str, str, str]]:
-    """(namespace, API group, resource, verb) ghapp needs: everything in GHAPP_NAMESPACE, and the runner
-    Jobs' and Secrets' permissions in every other namespace a pool puts its runners in."""
-    needs = [(settings.namespace, *requirement) for requirement in kubernetes_requirements()]
-    for namespace in settings.runner_namespaces:
-        if namespace != settings.namespace:
-            needs += [
-                (namespace, g, r, v) for g, r, v in kubernetes_requirements() if (g, r) in RUNNER_RESOURCES
-            ]
-    return needs
+    """(namespace, API group, resource, verb) ghapp needs: `RUNNER_RULES` in every namespace runners live
+    in (GHAPP_NAMESPACE and the pools' own), `LEASE_RULES` in the Lease's namespace."""
+    needs = [
+        (namespace, *requirement)
+        for namespace in settings.runner_namespaces
+        for requirement in kubernetes_requirements(RUNNER_RULES)
+    ]
+    return needs + [(settings.lease_ns, *requirement) for requirement in kubernetes_requirements(LEASE_RULES)]
 
 
 def report(results: Iterable[Result]) -> str:
@@ -452,7 +445,7 @@ async def _kubernetes_checks(
         if allowed:
             results.append(Result(True, f"Kubernetes: may {verb} {qualified} in namespace {namespace}"))
         else:
-            detail = "grant it in ghapp's Role (deploy/rbac.yaml) in that namespace" + (
+            detail = "grant it in ghapp's Roles (deploy/base/rbac.yaml) in that namespace" + (
                 f"; the API server says: {reason}" if reason else ""
             )
             results.append(

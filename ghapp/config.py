@@ -434,6 +434,8 @@ class Settings(BaseModel):
     as an orphan (its counterpart may be being made by another replica, or a view of it may lag)."""
     lease_name: str = "ghapp-reconciler"
     """GHAPP_LEASE_NAME: the Lease that elects the replica running the reconciler."""
+    lease_namespace: str | None = None
+    """GHAPP_LEASE_NAMESPACE: the namespace of that Lease (default: GHAPP_NAMESPACE); see `lease_ns`."""
     lease_duration_seconds: Annotated[float, Field(ge=1)] = 15.0
     """GHAPP_LEASE_DURATION_SECONDS: how long a leader's lease lasts without renewal."""
     identity: str = "ghapp"
@@ -525,6 +527,11 @@ class Settings(BaseModel):
     def _namespace(cls, value: str) -> str:
         return _dns_label(value, what="namespace")
 
+    @field_validator("lease_namespace")
+    @classmethod
+    def _lease_namespace(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_label(value, what="namespace")
+
     @field_validator("runner_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -575,6 +582,11 @@ class Settings(BaseModel):
     def runner_namespaces(self) -> tuple[str, ...]:
         """Every namespace runner Jobs may live in: GHAPP_NAMESPACE and the pools' own."""
         return tuple(sorted({self.namespace, *(pool.namespace for pool in self.pools if pool.namespace)}))
+
+    @property
+    def lease_ns(self) -> str:
+        """The namespace of the reconciler's Lease: GHAPP_LEASE_NAMESPACE, else GHAPP_NAMESPACE."""
+        return self.lease_namespace or self.namespace
 
     @property
     def web_url(self) -> str:
@@ -662,6 +674,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_RUNNER_ATTEMPTS": "runner_attempts",
     "GHAPP_ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",
     "GHAPP_LEASE_NAME": "lease_name",
+    "GHAPP_LEASE_NAMESPACE": "lease_namespace",
     "GHAPP_LEASE_DURATION_SECONDS": "lease_duration_seconds",
     "POD_NAME": "identity",
 }

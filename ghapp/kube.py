@@ -162,8 +162,10 @@ class KubeClient:
         return answer.status not in (404, 409)
 
     async def create(self, resource: Resource, body: dict[str, Any]) -> Answer:
-        """Create any object; the answer is 201 or 409 (exists), anything else raises."""
-        return await self._call("create", resource, body=body, accept=(201, 409))
+        """Create any object (in the namespace its manifest names, else the client's); the answer is 201
+        or 409 (exists), anything else raises."""
+        namespace = body["metadata"].get("namespace")
+        return await self._call("create", resource, body=body, accept=(201, 409), namespace=namespace)
 
     async def dry_run(self, resource: Resource, body: dict[str, Any]) -> Answer:
         """Ask the API server whether it would create `body` (``dryRun=All``: validation, admission, quota
@@ -188,8 +190,9 @@ class KubeClient:
 
     async def replace(self, resource: Resource, body: dict[str, Any]) -> Answer:
         """Replace an object (optimistic: 409 when its resourceVersion is stale); 200 or 409."""
+        name, namespace = body["metadata"]["name"], body["metadata"].get("namespace")
         return await self._call(
-            "update", resource, name=body["metadata"]["name"], body=body, accept=(200, 409)
+            "update", resource, name=name, body=body, accept=(200, 409), namespace=namespace
         )
 
     async def watch(

@@ -34,10 +34,21 @@ class LeaderElector:
     """Campaigns for one Lease; runs `lead()` while holding it and cancels it when the lease is lost."""
 
     def __init__(
-        self, *, kube: KubeClient, name: str, identity: str, duration: float, clock: Clock, metrics: Metrics
+        self,
+        *,
+        kube: KubeClient,
+        name: str,
+        namespace: str | None = None,
+        identity: str,
+        duration: float,
+        clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self._kube = kube
         self._name = name
+        self._namespace = (
+            namespace or kube.namespace
+        )  # the Lease's (GHAPP_LEASE_NAMESPACE), else the client's
         self.identity = identity
         self._duration = duration
         self._clock = clock
@@ -109,7 +120,7 @@ class LeaderElector:
         now = _micro_time(self._clock.now())
         metadata: dict[str, Any] = {
             "name": self._name,
-            "namespace": self._kube.namespace,
+            "namespace": self._namespace,
             "labels": {manifests.MANAGED_BY: manifests.MANAGER},
         }
         if self._version is not None:
@@ -129,7 +140,7 @@ class LeaderElector:
 
     async def campaign_once(self) -> bool:
         """Read the Lease and take or renew it if this replica may; True if it leads now."""
-        lease = await self._kube.get("leases", self._name)
+        lease = await self._kube.get("leases", self._name, namespace=self._namespace)
         now = self._clock.now()
         if lease is None:
             self._version = None
@@ -175,7 +186,7 @@ class LeaderElector:
         self._set_leader(False)
 
     async def _release(self) -> None:
-        lease = await self._kube.get("leases", self._name)
+        lease = await self._kube.get("leases", self._name, namespace=self._namespace)
         if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
             lease["spec"]["holderIdentity"] = None
             lease["spec"]["leaseDurationSeconds"] = 1

@@ -1,7 +1,8 @@
 """What ghapp needs to be allowed to do, declared once: Kubernetes RBAC and GitHub App permissions.
 
-`deploy/` grants exactly `KUBERNETES_RULES` and `app-manifest.json` asks for exactly
-`GITHUB_PERMISSIONS`; the tests check both against the calls the code really makes.
+`deploy/` grants exactly `KUBERNETES_RULES` (`RUNNER_RULES` in the runner namespace, `LEASE_RULES` in
+ghapp's own) and `app-manifest.json` asks for exactly `GITHUB_PERMISSIONS`; the tests check both against
+the calls the code really makes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ KUBERNETES_RULES: Final[dict[tuple[str, str], frozenset[str]]] = {
         {"create", "list", "watch"}
     ),  # FailedCreate of runner pods; ghapp's own  # a pool's dedicated runner ServiceAccount exists
 }
-"""Namespaced RBAC rules ghapp's ServiceAccount needs (the Role in deploy/ grants these and nothing more)."""
+"""Namespaced RBAC rules ghapp's ServiceAccount needs (the Roles in deploy/ grant these and nothing more)."""
+
+LEASE_RESOURCES: Final = frozenset({("coordination.k8s.io", "leases")})
+"""What lives in the Lease's namespace (GHAPP_LEASE_NAMESPACE) rather than beside the runners."""
+
+LEASE_RULES: Final = {key: verbs for key, verbs in KUBERNETES_RULES.items() if key in LEASE_RESOURCES}
+"""The rules ghapp needs in the reconciler's Lease namespace (the reconciler's leader election)."""
+
+RUNNER_RULES: Final = {key: verbs for key, verbs in KUBERNETES_RULES.items() if key not in LEASE_RESOURCES}
+"""The rules ghapp needs in every namespace runners live in (GHAPP_NAMESPACE and pools' own): launching,
+watching and cleaning up runners."""
 
 GITHUB_PERMISSIONS: Final[dict[str, str]] = {
     "actions": "read",

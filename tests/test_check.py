@@ -448,3 +448,19 @@ async def test_the_command_warns_about_a_typo_even_when_settings_fail(
         "FAIL  settings: invalid settings: GHAPP_MAX_RUNNERS: should be a whole number, found text",
         "WARN  settings: unknown variable: GHAPP_LOG_LEVL (did you mean GHAPP_LOG_LEVEL?) is ignored",
     ]
+
+
+async def test_the_lease_is_checked_in_its_own_namespace_and_runner_rights_where_runners_live(
+    environ: dict[str, str], kube: KubeEmulator
+) -> None:
+    settings = load_settings({**environ, "GHAPP_LEASE_NAMESPACE": "ghapp"})
+    results = await check.run_checks(settings, kube_configuration=kube.configuration())
+    kubernetes = [r.what for r in results if r.what.startswith("Kubernetes: may ")]
+    leases = [what for what in kubernetes if "leases" in what]
+    assert sorted(leases) == sorted(
+        f"Kubernetes: may {verb} leases.coordination.k8s.io in namespace ghapp"
+        for verb in KUBERNETES_RULES[("coordination.k8s.io", "leases")]
+    )
+    others = [what for what in kubernetes if "leases" not in what]
+    assert others
+    assert all(what.endswith(f"in namespace {NAMESPACE}") for what in others)

@@ -115,7 +115,7 @@ def test_the_final_stage_runs_ghapp_serve_as_a_numeric_non_root_user(stages: lis
 
 
 def test_the_deployment_runs_the_images_user() -> None:
-    deployment = (ROOT / "deploy" / "deployment.yaml").read_text()
+    deployment = (ROOT / "deploy" / "base" / "deployment.yaml").read_text()
     uid = parse_dockerfile((ROOT / "Dockerfile").read_text())[-1].last("USER").partition(":")[0]
     assert f"runAsUser: {uid}" in deployment
 
