@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from ghapp import check
 from ghapp.clock import ManualClock, parse_timestamp
 from ghapp.config import load_settings
 
-from .conftest import ORG_INSTALLATION, Ghapp
+from .conftest import ORG_INSTALLATION, Ghapp, write_pools
 from .realcluster import Cluster, eventually
 
 LINUX = ["self-hosted", "linux", "x64"]
@@ -87,6 +88,33 @@ async def test_check_fails_a_pool_whose_dedicated_service_account_is_missing(
         await cluster.objects("secrets", cluster_namespace, selector="app.kubernetes.io/managed-by=ghapp")
         == []
     )
+
+
+async def test_check_fails_a_pool_whose_template_the_namespaces_pod_security_level_refuses(
+    environ: dict[str, str], cluster: Cluster, cluster_namespace: str, tmp_path: Path
+) -> None:
+    """With Pod Security ``warn`` beside ``enforce`` (as deploy/base sets on ghapp-runners), the API server
+    reports a Job whose pod template the level refuses, and check's dry run FAILs that pool only."""
+    for mode in ("enforce", "warn"):
+        await cluster.akubectl(
+            "label", "namespace", cluster_namespace, f"pod-security.kubernetes.io/{mode}=restricted"
+        )
+    base = {**environ, "GHAPP_NAMESPACE": cluster_namespace}
+    results = await check.run_checks(load_settings(base), kube_configuration=await cluster.configuration())
+    assert [r.line() for r in results if not r.ok and r.what.startswith("Kubernetes")] == []
+
+    privileged = {
+        "containers": [{"name": "dind", "image": "docker:27-dind", "securityContext": {"privileged": True}}]
+    }
+    pools = write_pools(tmp_path / "pools.yaml", template={"spec": privileged})
+    settings = load_settings({**base, "GHAPP_POOLS_FILE": str(pools)})
+    results = await check.run_checks(settings, kube_configuration=await cluster.configuration())
+    (failed,) = [r.line() for r in results if not r.ok and r.what.startswith("Kubernetes")]
+    assert failed.startswith(
+        f"FAIL  Kubernetes: pool linux can start runners in namespace {cluster_namespace}"
+    )
+    assert "privileged" in failed
+    assert await cluster.objects("jobs", cluster_namespace) == []
 
 
 async def test_pod_running_and_runner_time_come_from_the_real_job_controller(
