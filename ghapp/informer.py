@@ -1,4 +1,5 @@
-"""List, then watch, one kind of object in one namespace, forever: the loop behind the runner Pod cache.
+"""List, then watch, one kind of object in one namespace, forever: the loop behind the runner Job and Pod
+caches.
 
 Like a client-go informer: a fresh list replaces what the cache knew, then a watch from the list's
 resourceVersion brings each change; an expired or broken watch lists again (after a pause that grows while
@@ -31,11 +32,15 @@ async def list_then_watch(
     version: str = "",
     selector: str = RUNNER_SELECTOR,
     fields: str = "",
+    broken: Callable[[], None] = lambda: None,
+    working: Callable[[], None] = lambda: None,
 ) -> None:
     """Keep a cache of `resource` in `namespace` current until cancelled.
 
     `relist` gets every object after each list; `apply` each change (ADDED, MODIFIED, DELETED; bookmarks
-    only move the version). `version` (from a list the caller made) skips the first list.
+    only move the version). `version` (from a list the caller made) skips the first list. Any exception is
+    survived (only cancellation ends the loop): a bug or a malformed object must not freeze the cache.
+    `broken` is called after each failure, `working` after each event a stream delivers (a bookmark too).
     """
     failures = 0
     while True:
@@ -53,6 +58,7 @@ async def list_then_watch(
                     version = str(seen)
                 if event.type != "BOOKMARK":
                     apply(event.type, event.object)
+                working()
                 failures = 0
         except Expired:
             version = ""
@@ -71,4 +77,5 @@ async def list_then_watch(
             continue  # the server ended the stream (its timeout): watch again from where it ended
         failures += 1
         version = ""
+        broken()
         await clock.sleep(min(30.0, 0.5 * 2**failures))

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ghapp import manifests
+from ghapp import informer, manifests
 from ghapp.clock import Clock, parse_timestamp, timestamp_or_none
-from ghapp.errors import KubernetesError
-from ghapp.kube import Expired, KubeClient
+from ghapp.kube import KubeClient
 from ghapp.metrics import Metrics
 from ghapp.recent import RecentMap
 
@@ -155,7 +154,7 @@ class Inventory:
         self._metrics = metrics
         self.jobs: dict[str, RunnerJob] = {}
         self._counts: Counter[tuple[str, str]] = Counter()  # (pool, state) → Jobs, kept as Jobs change
-        self._versions: dict[str, str] = {}  # namespace → resourceVersion to watch from
+        self._versions: dict[str, str] = {}  # namespace → the resourceVersion of `sync`'s list
         self._listeners: list[Callable[[], None]] = []
         self._job_listeners: list[Callable[[dict[str, Any]], None]] = []
         # uid → namespace of Jobs ghapp deleted, until the watch or a relist confirms it
@@ -247,49 +246,31 @@ class Inventory:
         return max(0.0, self._clock.now() - min(self._broken_since.values()))
 
     async def _watch(self, namespace: str) -> None:
-        """Watch one namespace; list it again after an expired or broken watch (with a pause).
+        """Watch one namespace (from `sync`'s list); list it again after an expired or broken watch.
 
-        Any exception is survived (only cancellation ends the loop): a bug or a malformed object must not
-        leave the inventory frozen. A failure is logged and recorded for `broken_for`.
+        A failure is recorded for `broken_for` until a stream delivers an event again.
         """
-        failures = 0
-        while True:
-            try:
-                if not self._versions.get(namespace):
-                    self._resync(namespace, await self._list(namespace))
-                async for event in self._kube.watch(
-                    "jobs", resource_version=self._versions[namespace], namespace=namespace
-                ):
-                    self._apply(namespace, event.type, event.object)
-                    self._broken_since.pop(namespace, None)
-                    failures = 0
-            except Expired:
-                self._versions[namespace] = ""
-                continue
-            except KubernetesError as exc:
-                log.warning(
-                    "watching runner Jobs failed; listing again: %s", exc, extra={"namespace": namespace}
-                )
-            except Exception as exc:  # the watch must outlive anything: a bug, a malformed object
-                log.error(
-                    "watching runner Jobs failed unexpectedly; listing again: %s",
-                    type(exc).__name__,
-                    exc_info=True,
-                    extra={"namespace": namespace},
-                )
-            else:
-                continue  # the server ended the stream (its timeout): watch again from where it ended
-            failures += 1
-            self._versions[namespace] = ""
-            self._broken_since.setdefault(namespace, self._clock.now())
-            await self._clock.sleep(min(30.0, 0.5 * 2**failures))
+        await informer.list_then_watch(
+            self._kube,
+            "jobs",
+            namespace=namespace,
+            version=self._versions.get(namespace, ""),
+            relist=lambda objects: self._resync(namespace, self._parse(objects)),
+            apply=self._apply,
+            clock=self._clock,
+            what="runner Jobs",
+            broken=lambda: self._watch_broken(namespace),
+            working=lambda: self._watch_works(namespace),
+        )
 
-    def _apply(self, namespace: str, kind: str, obj: dict[str, Any]) -> None:
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self._versions[namespace] = str(version)
-        if kind == "BOOKMARK":
-            return
+    def _watch_broken(self, namespace: str) -> None:
+        self._broken_since.setdefault(namespace, self._clock.now())
+
+    def _watch_works(self, namespace: str) -> None:
+        self._broken_since.pop(namespace, None)
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED) about a runner Job."""
         job = RunnerJob.from_object(obj)
         if job is None:
             return
