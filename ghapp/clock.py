@@ -58,22 +58,11 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move time on; blocks under a `timeout` whose deadline has come are cancelled."""
         self.current += seconds
-        for when, scope in self._deadlines:
-            if when <= self.current:
-                scope.reschedule(asyncio.get_running_loop().time())
+        _expire(self._deadlines, self.current)
 
-    @contextlib.asynccontextmanager
-    async def timeout(self, seconds: float) -> AsyncIterator[object]:
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
         """Times out when the clock is moved (by `advance` or `sleep`) to `seconds` from now, not before."""
-        async with asyncio.timeout(None) as scope:
-            deadline = (self.current + seconds, scope)
-            self._deadlines.append(deadline)
-            try:
-                if seconds <= 0:
-                    scope.reschedule(asyncio.get_running_loop().time())
-                yield scope
-            finally:
-                self._deadlines.remove(deadline)
+        return _deadline(self._deadlines, now=self.current, seconds=seconds)
 
 
 @dataclass(slots=True)
@@ -84,6 +73,7 @@ class HeldClock:
     current: float = 1_700_000_000.0
     sleeps: list[float] = field(default_factory=list)
     _sleepers: list[asyncio.Future[None]] = field(default_factory=list)
+    _deadlines: list[tuple[float, asyncio.Timeout]] = field(default_factory=list, repr=False)
 
     def now(self) -> float:
         return self.current
@@ -102,6 +92,34 @@ class HeldClock:
         for woken in sleepers:
             if not woken.done():
                 woken.set_result(None)
+        _expire(self._deadlines, self.current)
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """Times out when `advance` moves the clock to `seconds` from now, not before."""
+        return _deadline(self._deadlines, now=self.current, seconds=seconds)
+
+
+@contextlib.asynccontextmanager
+async def _deadline(
+    deadlines: list[tuple[float, asyncio.Timeout]], *, now: float, seconds: float
+) -> AsyncIterator[asyncio.Timeout]:
+    """A block a test clock cancels (`TimeoutError`) once it is moved `seconds` past `now` (at once if
+    `seconds` is not positive)."""
+    async with asyncio.timeout(None) as scope:
+        deadline = (now + seconds, scope)
+        deadlines.append(deadline)
+        try:
+            _expire([deadline], now)
+            yield scope
+        finally:
+            deadlines.remove(deadline)
+
+
+def _expire(deadlines: list[tuple[float, asyncio.Timeout]], now: float) -> None:
+    """Cancel the blocks whose deadline `now` has reached (at the event loop's next turn)."""
+    for when, scope in deadlines:
+        if when <= now:
+            scope.reschedule(asyncio.get_running_loop().time())
 
 
 def format_timestamp(value: float) -> str:

@@ -411,6 +411,9 @@ class Settings(BaseModel):
     """GHAPP_INSTALLATION_WEIGHTS: ``ID=WEIGHT,…``; weight w gets w jobs per round-robin turn."""
     reconcile_interval_seconds: Annotated[float, Field(ge=1)] = 60.0
     """GHAPP_RECONCILE_INTERVAL_SECONDS: pause between two reconcile passes of the leader."""
+    reconcile_timeout_seconds: Annotated[float, Field(ge=10)] = 600.0
+    """GHAPP_RECONCILE_TIMEOUT_SECONDS: a reconcile pass still running after this long is cut off (a
+    Kubernetes or GitHub call that hangs); the next pass runs as planned."""
     redelivery_lookback_seconds: Annotated[float, Field(ge=60, le=3 * 86400)] = 6 * 3600.0
     """GHAPP_REDELIVERY_LOOKBACK_SECONDS: how far back a first pass looks for failed deliveries."""
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
@@ -665,6 +668,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_LAUNCH_CONCURRENCY": "launch_concurrency",
     "GHAPP_INSTALLATION_WEIGHTS": "installation_weights",
     "GHAPP_RECONCILE_INTERVAL_SECONDS": "reconcile_interval_seconds",
+    "GHAPP_RECONCILE_TIMEOUT_SECONDS": "reconcile_timeout_seconds",
     "GHAPP_REDELIVERY_LOOKBACK_SECONDS": "redelivery_lookback_seconds",
     "GHAPP_RECONCILE_RATE_SHARE": "reconcile_rate_share",
     "GHAPP_ACTIVITY_TTL_SECONDS": "activity_ttl_seconds",

@@ -53,6 +53,8 @@ COLLECTIONS: Final[dict[str, str]] = {
 }
 WATCH_SECONDS: Final = 240
 """Server-side timeout of one watch request; the watch is simply renewed after it."""
+REACHABLE_PROBE: Final = "ghapp-reachable"
+"""The Job `KubeClient.reachable` asks for (runner Jobs are named ``<prefix>-<id>``: none is named so)."""
 LIST_PAGE: Final = 500
 """Objects per page of a list (``limit``); the rest follows with ``continue``, so no answer is huge."""
 
@@ -259,15 +261,11 @@ class KubeClient:
             response.release()
 
     async def reachable(self) -> bool:
-        """True if the API server answers a cheap, permitted request (a one-item list of runner Jobs)."""
+        """True if the API server answers a cheap, permitted request: a GET of a runner Job by a name no
+        runner has (404), never a list, which an API server busy with large collections may be slow to
+        answer while it still takes writes."""
         try:
-            await self._call(
-                "list",
-                "jobs",
-                query={"labelSelector": RUNNER_SELECTOR, "limit": 1},
-                accept=(200,),
-                attempts=1,
-            )
+            await self._call("get", "jobs", name=REACHABLE_PROBE, accept=(200, 404), attempts=1)
         except KubernetesError:
             return False
         return True

@@ -127,7 +127,10 @@ class Metrics:
             registry=r,
         )
         self.reconcile_passes = Counter(
-            "ghapp_reconcile_passes", "Reconcile passes, by outcome (ok, failed).", ["outcome"], registry=r
+            "ghapp_reconcile_passes",
+            "Reconcile passes, by outcome (ok, failed, timeout).",
+            ["outcome"],
+            registry=r,
         )
         self.reconcile_fixes = Counter(
             "ghapp_reconcile_fixes",

@@ -155,10 +155,31 @@ class Reconciler:
             await self._clock.sleep(self._settings.reconcile_interval_seconds)
 
     async def reconcile_once(self) -> PassReport:
-        """One full pass; a failing step is logged and the others still run."""
+        """One full pass; a failing step is logged and the others still run. A pass still running after
+        `reconcile_timeout_seconds` (a call that hangs: a list that never answers) is cut off there."""
         report = PassReport()
         started = self._clock.now()
+        limit = self._settings.reconcile_timeout_seconds
         self._ended.clear()
+        try:
+            async with self._clock.timeout(limit):
+                await self._steps(report)
+        except TimeoutError:
+            report.errors.append(f"pass cut off after {limit:g} s")
+            log.warning("reconcile pass cut off after %g s; the next pass runs as planned", limit)
+            outcome = "timeout"
+        else:
+            outcome = "failed" if report.errors else "ok"
+        self._metrics.reconcile_seconds.observe(self._clock.now() - started)
+        self.last_pass_at, self.last_report = self._clock.now(), report
+        self._metrics.reconcile_passes.labels(outcome).inc()
+        for action, count in report.as_dict().items():
+            if action in FIXES and count:
+                self._metrics.reconcile_fixes.labels(action).inc(count)
+        log.info("reconcile pass done", extra={k: v for k, v in report.as_dict().items() if v})
+        return report
+
+    async def _steps(self, report: PassReport) -> None:
         if not self._inventory.synced.is_set():
             await self._inventory.sync()
         for step in (self._redeliver, self._converge):
@@ -167,15 +188,6 @@ class Reconciler:
             except GhappError as exc:
                 report.errors.append(f"{step.__name__.strip('_')}: {exc}")
                 log.warning("reconcile step failed: %s", exc)
-        self._metrics.reconcile_seconds.observe(self._clock.now() - started)
-        outcome = "failed" if report.errors else "ok"
-        self.last_pass_at, self.last_report = self._clock.now(), report
-        self._metrics.reconcile_passes.labels(outcome).inc()
-        for action, count in report.as_dict().items():
-            if action in FIXES and count:
-                self._metrics.reconcile_fixes.labels(action).inc(count)
-        log.info("reconcile pass done", extra={k: v for k, v in report.as_dict().items() if v})
-        return report
 
     # -- 1. failed deliveries --------------------------------------------------------------------------
 

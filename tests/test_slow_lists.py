@@ -1,0 +1,149 @@
+"""A list that never answers (an API server struggling with thousands of runner Jobs, Pods and Secrets)
+holds nothing else: the leader keeps renewing its Lease and no other replica takes over, webhooks still
+launch runners, both replicas stay ready, and a reconcile pass stuck in a list is cut off at its deadline
+(GHAPP_RECONCILE_TIMEOUT_SECONDS) and the next pass runs as planned.
+
+Time is a `HeldClock`: whatever waits on it (a renewal, the pause between passes, a pass's deadline) waits
+until the test moves it, so the test sees each renewal land before it moves time on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from ghapp.clock import HeldClock, parse_timestamp
+from ghapp.config import Settings
+
+from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, start_ghapp, wait_for
+from .fakes.github import FakeGitHub
+from .fakes.kube import KubeEmulator, RecordedRequest
+
+LINUX = ["self-hosted", "linux", "x64"]
+LEASE = 15.0
+"""Lease duration: the leader renews every 5 s; another replica may take over after 15 s unrenewed."""
+INTERVAL = 60.0
+DEADLINE = 120.0
+
+
+@pytest.fixture
+def clock() -> HeldClock:
+    return HeldClock(current=time.time())
+
+
+async def replica(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, clock: HeldClock, identity: str
+) -> Ghapp:
+    changes = {
+        "identity": identity,
+        "lease_duration_seconds": LEASE,
+        "reconcile_interval_seconds": INTERVAL,
+        "reconcile_timeout_seconds": DEADLINE,
+    }
+    return await start_ghapp(settings.model_copy(update=changes), github, kube, reconcile=True, clock=clock)
+
+
+def hanging_lists(kube: KubeEmulator, resource: str) -> list[RecordedRequest]:
+    """Lists of `resource` the emulator has not answered (yet)."""
+    return [r for r in kube.requests if r.verb == "list" and r.resource == resource and r.status == 0]
+
+
+async def ready(ghapp: Ghapp) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(ghapp.server.make_url("/readyz")) as response,
+    ):
+        return response.status
+
+
+async def test_lists_that_never_answer_hold_neither_the_lease_nor_launches_and_a_stuck_pass_is_cut_off(
+    settings: Settings, github: FakeGitHub, kube: KubeEmulator, clock: HeldClock
+) -> None:
+    a = await replica(settings, github, kube, clock, "replica-a")
+    b = await replica(settings, github, kube, clock, "replica-b")
+
+    def renewed_now() -> bool:
+        """The Lease is a's, renewed at the clock's present time."""
+        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
+        renewed = parse_timestamp(str(spec.get("renewTime")))
+        return spec.get("holderIdentity") == "replica-a" and abs(renewed - clock.now()) < 0.001
+
+    def passes(outcome: str) -> float:
+        return a.metric("ghapp_reconcile_passes_total", outcome=outcome)
+
+    try:
+        await wait_for(lambda: passes("ok") == 1, what="a leads, and its first pass")
+        await wait_for(lambda: b.services.elector.holder == "replica-a", what="b sees a's lease")
+
+        # from now on the API server answers no list (no answer, no error); every cache lists again
+        kube.stall(verb="list")
+        kube.fail_next(100, status=410, verb="watch")  # each watch's version has expired: list again
+        kube.end_watches()
+        for resource in ("jobs", "pods", "events"):  # both replicas' caches of each
+            await wait_for(
+                lambda resource=resource: len(hanging_lists(kube, resource)) == 2,
+                what=f"both replicas' lists of {resource} hanging",
+            )
+        kube.clear_faults()
+
+        # webhooks still launch runners, on either replica, and both stay ready
+        github.webhook_url = a.webhook_url
+        on_a = await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        github.webhook_url = b.webhook_url
+        on_b = await b.queue(installation_id=USER_INSTALLATION, repository="alice/tools", labels=LINUX)
+        await a.settle()
+        await b.settle()
+        launched = {f"ghapp-{on_a}", f"ghapp-{on_b}"}
+        assert {job["metadata"]["name"] for job in a.runner_jobs()} == launched
+        assert {secret["metadata"]["name"] for secret in a.runner_secrets()} == launched
+        assert (await ready(a), await ready(b)) == (200, 200)
+
+        # time passes a renewal at a time: each lands, and b never takes over
+        async def renewals_until(done: Callable[[], bool], *, before: float, what: str) -> None:
+            while not done():
+                assert clock.now() < before, f"no {what} by then"
+                clock.advance(LEASE / 3)
+                await wait_for(renewed_now, what="a's renewal")
+                assert (a.services.elector.is_leader, b.services.elector.is_leader) == (True, False)
+
+        # a's next pass hangs in its list of Secrets ...
+        first_pass_at = a.services.reconciler.last_pass_at
+        assert first_pass_at is not None
+        await renewals_until(
+            lambda: len(hanging_lists(kube, "secrets")) == 1,
+            before=first_pass_at + INTERVAL + LEASE,
+            what="second pass",
+        )
+        # ... is cut off at its deadline, not before ...
+        stuck_at = clock.now()
+        await renewals_until(
+            lambda: passes("timeout") == 1, before=stuck_at + DEADLINE + LEASE, what="cut-off"
+        )
+        assert clock.now() >= first_pass_at + INTERVAL + DEADLINE
+        assert a.services.reconciler.last_report is not None
+        assert a.services.reconciler.last_report.errors == [f"pass cut off after {DEADLINE:g} s"]
+        # ... and the pass after it runs as planned (and hangs the same way)
+        cut_at = clock.now()
+        await renewals_until(
+            lambda: len(hanging_lists(kube, "secrets")) == 2,
+            before=cut_at + INTERVAL + LEASE,
+            what="third pass",
+        )
+        assert (passes("ok"), passes("timeout")) == (1, 1)
+        assert (a.metric("ghapp_leader"), b.metric("ghapp_leader")) == (1, 0)
+
+        # once lists answer again, the pass that waited on one ends, and the caches know both new Jobs
+        kube.unstall()
+        await wait_for(lambda: passes("ok") == 2, what="the pass that waited on its list")
+        for replica_ in (a, b):
+            await wait_for(
+                lambda replica_=replica_: set(replica_.services.inventory.jobs) == launched,
+                what="the relisted cache of runner Jobs",
+            )
+    finally:
+        kube.unstall()
+        await a.stop()
+        await b.stop()
