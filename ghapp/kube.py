@@ -226,6 +226,7 @@ class KubeClient:
                 path,
                 query=query,
                 limits=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30),
+                collection=True,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.kubernetes_requests.labels("watch", resource, "0").inc()
@@ -333,7 +334,9 @@ class KubeClient:
             attempt += 1
             answer: Answer | None = None
             try:
-                response = await self._http.request(method, path, query=query, body=body)
+                response = await self._http.request(
+                    method, path, query=query, body=body, collection=verb == "list"
+                )
                 try:
                     raw = await response.read()
                 finally:

@@ -18,7 +18,10 @@ import aiohttp
 from kubernetes_asyncio import client as k8s
 
 CONNECTIONS = 64
-"""Most connections to the API server at once."""
+"""Most connections to the API server at once for short requests (gets and writes: launches, renewals of the
+reconciler's Lease). Lists and watches have connections of their own, as many as they need: a watch holds
+its connection for minutes, and a list of thousands of objects may be slow, and neither must leave a
+renewal or a launch waiting for a connection (HTTP/1.1: one request at a time on each)."""
 
 
 class KubeTransport:
@@ -29,13 +32,9 @@ class KubeTransport:
         self._base = str(configuration.host).rstrip("/")
         self._proxy: str | None = configuration.proxy or None
         self._server_hostname: str | None = configuration.tls_server_name or None
-        connector = aiohttp.TCPConnector(limit=connections, ssl=_ssl_context(configuration))
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            trust_env=False,
-            read_bufsize=2**21,  # a watch event of a large object can exceed aiohttp's default buffer
-            timeout=aiohttp.ClientTimeout(total=60, sock_connect=10),
-        )
+        tls = _ssl_context(configuration)
+        self._session = _session(aiohttp.TCPConnector(limit=connections, ssl=tls))
+        self._reads = _session(aiohttp.TCPConnector(limit=0, ssl=tls))  # lists and watches
 
     async def _headers(self, *, body: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -56,10 +55,15 @@ class KubeTransport:
         query: Mapping[str, str | int] | None = None,
         body: Any = None,
         limits: aiohttp.ClientTimeout | None = None,
+        collection: bool = False,
     ) -> aiohttp.ClientResponse:
-        """Send one request and return the response unread (the caller reads and releases it)."""
+        """Send one request and return the response unread (the caller reads and releases it).
+
+        `collection`: a list or watch, sent on the connections kept for them (see `CONNECTIONS`).
+        """
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        return await self._session.request(
+        session = self._reads if collection else self._session
+        return await session.request(
             method,
             self._base + path,
             params={key: str(value) for key, value in (query or {}).items()},
@@ -67,11 +71,12 @@ class KubeTransport:
             headers=await self._headers(body=data is not None),
             proxy=self._proxy,
             server_hostname=self._server_hostname,
-            timeout=limits if limits is not None else self._session.timeout,
+            timeout=limits if limits is not None else session.timeout,
         )
 
     async def close(self) -> None:
         await self._session.close()
+        await self._reads.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -80,6 +85,15 @@ class KubeTransport:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        read_bufsize=2**21,  # a watch event of a large object can exceed aiohttp's default buffer
+        timeout=aiohttp.ClientTimeout(total=60, sock_connect=10),
+    )
 
 
 def _ssl_context(configuration: k8s.Configuration) -> ssl.SSLContext | bool:

@@ -1,7 +1,8 @@
 """A list that never answers (an API server struggling with thousands of runner Jobs, Pods and Secrets)
 holds nothing else: the leader keeps renewing its Lease and no other replica takes over, webhooks still
 launch runners, both replicas stay ready, and a reconcile pass stuck in a list is cut off at its deadline
-(GHAPP_RECONCILE_TIMEOUT_SECONDS) and the next pass runs as planned.
+(GHAPP_RECONCILE_TIMEOUT_SECONDS) and the next pass runs as planned. However many runner namespaces there
+are, their watches and lists take no connection a renewal or a launch waits for.
 
 Time is a `HeldClock`: whatever waits on it (a renewal, the pause between passes, a pass's deadline) waits
 until the test moves it, so the test sees each renewal land before it moves time on.
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 from ghapp.clock import HeldClock, parse_timestamp
-from ghapp.config import Settings
+from ghapp.config import Settings, load_settings
+from ghapp.kubehttp import CONNECTIONS
 
 from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, start_ghapp, wait_for
 from .fakes.github import FakeGitHub
@@ -147,3 +151,54 @@ async def test_lists_that_never_answer_hold_neither_the_lease_nor_launches_and_a
         kube.unstall()
         await a.stop()
         await b.stop()
+
+
+@pytest.fixture
+def many_namespaces(environ: dict[str, str], pools_file: Path) -> tuple[Settings, list[str]]:
+    """Settings with enough runner namespaces that their watches (Jobs, Pods, Events: one stream each), and
+    then their lists, outnumber the connections of the pool that short requests (renewals, launches) use."""
+    namespaces = [f"runners-{n}" for n in range(CONNECTIONS // 3 + 1)]
+    pools = [{"name": "linux", "labels": LINUX}] + [
+        {"name": name, "labels": ["self-hosted", name], "namespace": name} for name in namespaces
+    ]
+    pools_file.write_text(yaml.safe_dump({"pools": pools}))
+    return load_settings(environ), namespaces
+
+
+async def test_streams_and_hanging_lists_of_many_namespaces_leave_connections_for_the_lease_and_launches(
+    many_namespaces: tuple[Settings, list[str]], github: FakeGitHub, kube: KubeEmulator, clock: HeldClock
+) -> None:
+    settings, namespaces = many_namespaces
+    a = await replica(settings, github, kube, clock, "replica-a")
+
+    def renewed_now() -> bool:
+        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
+        return abs(parse_timestamp(str(spec.get("renewTime"))) - clock.now()) < 0.001
+
+    try:
+        await wait_for(lambda: a.services.reconciler.last_pass_at is not None, what="a leads, and passes")
+        watches = 3 * (len(namespaces) + 1)
+        await wait_for(lambda: kube.watching == watches, what="every namespace watched")
+        await wait_for(renewed_now, what="a's first renewal")  # made before all the streams started
+
+        # streams alone: a webhook launches a runner and the lease is renewed
+        first = await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        await wait_for(lambda: len(a.runner_jobs()) == 1, what="a runner launched beside the streams")
+        clock.advance(LEASE / 3)
+        await wait_for(renewed_now, what="a renewal beside the streams")
+
+        # every cache lists again, and no list answers: the same
+        kube.stall(verb="list")
+        kube.fail_next(watches, status=410, verb="watch")
+        kube.end_watches()
+        await wait_for(lambda: kube.stalled >= watches, what="every cache's list hanging")
+        second = await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        await wait_for(lambda: len(a.runner_jobs()) == 2, what="a runner launched beside the lists")
+        assert {job["metadata"]["name"] for job in a.runner_jobs()} == {f"ghapp-{first}", f"ghapp-{second}"}
+        for _ in range(3):
+            clock.advance(LEASE / 3)
+            await wait_for(renewed_now, what="a renewal beside the hanging lists")
+        assert a.services.elector.is_leader
+    finally:
+        kube.unstall()
+        await a.stop()

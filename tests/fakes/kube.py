@@ -1045,6 +1045,11 @@ class KubeEmulator:
         for watcher in list(self._watchers):
             watcher.queue.put_nowait(None)
 
+    @property
+    def watching(self) -> int:
+        """Watch streams open now."""
+        return len(self._watchers)
+
     def stall(self, *, verb: str | None = None, resource: str | None = None) -> None:
         """Let matching API requests hang (no answer at all) from now until `unstall` (or `close`)."""
         self._stalls.append((verb, resource))
