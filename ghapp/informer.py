@@ -14,7 +14,7 @@ from typing import Any
 
 from ghapp.clock import Clock
 from ghapp.errors import KubernetesError
-from ghapp.kube import Expired, KubeClient, Resource
+from ghapp.kube import WATCH_SECONDS, Expired, KubeClient, Resource
 from ghapp.manifests import RUNNER_SELECTOR
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ async def list_then_watch(
     fields: str = "",
     broken: Callable[[], None] = lambda: None,
     working: Callable[[], None] = lambda: None,
+    watch_seconds: int = WATCH_SECONDS,
 ) -> None:
     """Keep a cache of `resource` in `namespace` current until cancelled.
 
@@ -41,6 +42,8 @@ async def list_then_watch(
     only move the version). `version` (from a list the caller made) skips the first list. Any exception is
     survived (only cancellation ends the loop): a bug or a malformed object must not freeze the cache.
     `broken` is called after each failure, `working` after each event a stream delivers (a bookmark too).
+    The API server ends each watch after `watch_seconds`; the next one starts from the last resourceVersion
+    seen (of an event or a bookmark), so it neither lists again nor sees an event twice.
     """
     failures = 0
     while True:
@@ -51,7 +54,12 @@ async def list_then_watch(
                 )
                 relist(objects)
             async for event in kube.watch(
-                resource, resource_version=version, namespace=namespace, selector=selector, fields=fields
+                resource,
+                resource_version=version,
+                namespace=namespace,
+                selector=selector,
+                fields=fields,
+                timeout_seconds=watch_seconds,
             ):
                 seen = (event.object.get("metadata") or {}).get("resourceVersion")
                 if seen:

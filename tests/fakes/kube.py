@@ -218,7 +218,8 @@ class _Watcher:
     kind: _Kind
     namespace: str | None
     selector: _Selector
-    queue: asyncio.Queue[_Change | None] = field(default_factory=asyncio.Queue)
+    bookmarks: bool = False
+    queue: asyncio.Queue[_Change | Obj | None] = field(default_factory=asyncio.Queue)
 
     def event_for(self, change: _Change) -> Obj | None:
         """Translate a change into the event this watcher sees (selector transitions become ADDED/DELETED)."""
@@ -1050,6 +1051,14 @@ class KubeEmulator:
         """Watch streams open now."""
         return len(self._watchers)
 
+    def send_bookmarks(self) -> None:
+        """Send each open watch that allows bookmarks one now, at the present resourceVersion (the real API
+        server sends them when it likes: about once a minute, and shortly before it ends a watch; this one
+        also sends one as each such watch starts)."""
+        for watcher in self._watchers:
+            if watcher.bookmarks:
+                watcher.queue.put_nowait(self._bookmark(watcher.kind))
+
     def stall(self, *, verb: str | None = None, resource: str | None = None) -> None:
         """Let matching API requests hang (no answer at all) from now until `unstall` (or `close`)."""
         self._stalls.append((verb, resource))
@@ -1409,7 +1418,7 @@ class KubeEmulator:
         record: RecordedRequest,
     ) -> web.StreamResponse:
         selector = _make_selector(kind.resource, query)
-        watcher = _Watcher(kind, namespace, selector)
+        watcher = _Watcher(kind, namespace, selector, _parse_bool(query.get("allowWatchBookmarks")))
         initial, gone = self._watch_backlog(kind, watcher, query.get("resourceVersion", ""))
         timeout = float(_int_param(query, "timeoutSeconds")) if query.get("timeoutSeconds") else None
         self._watchers.append(watcher)
@@ -1426,7 +1435,7 @@ class KubeEmulator:
                     break
             for event in initial:
                 await response.write(json.dumps(event).encode() + b"\n")
-            if not gone and _parse_bool(query.get("allowWatchBookmarks")):
+            if not gone and watcher.bookmarks:
                 await response.write(json.dumps(self._bookmark(kind)).encode() + b"\n")
             if not gone:
                 await self._pump(response, watcher, timeout)
@@ -1471,7 +1480,7 @@ class KubeEmulator:
                 return
             if change is None:
                 return
-            event = watcher.event_for(change)
+            event = change if isinstance(change, dict) else watcher.event_for(change)
             if event is not None:
                 await response.write(json.dumps(event).encode() + b"\n")
 
