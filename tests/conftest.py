@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ghapp.app import Services, build_admin_app, build_app, start_services
-from ghapp.clock import ManualClock
+from ghapp.clock import ManualClock, parse_timestamp
 from ghapp.config import Settings, load_settings
 from ghapp.metrics import Metrics
 
@@ -54,6 +54,17 @@ async def wait_for(predicate: Callable[[], bool], *, within: float = 10.0, what:
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def advance_past_creation(clock: ManualClock, objects: list[dict[str, Any]], seconds: float) -> None:
+    """Move `clock` on to `seconds` after the youngest of `objects` was made.
+
+    Their ``creationTimestamp`` is the API server's wall clock, which a `ManualClock` (started at the wall
+    clock's time when the test began) does not follow: under load, making them may take seconds of real
+    time, so ``clock.advance(seconds)`` alone may leave them younger than `seconds`.
+    """
+    newest = max(parse_timestamp(obj["metadata"]["creationTimestamp"]) for obj in objects)
+    clock.advance(max(0.0, newest + seconds - clock.now()))
 
 
 @pytest.fixture

@@ -10,7 +10,14 @@ import aiohttp
 
 from ghapp.clock import ManualClock
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for
+from .conftest import (
+    NAMESPACE,
+    ORG_INSTALLATION,
+    USER_INSTALLATION,
+    Ghapp,
+    advance_past_creation,
+    wait_for,
+)
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 
@@ -141,7 +148,7 @@ async def test_cancelled_job_leaves_no_idle_runner_and_busy_runners_are_kept(
 
     young = await ghapp.services.reconciler.reconcile_once()
     assert young.surplus_removed == 0  # within the grace period nothing is idle yet
-    clock.advance(121)
+    advance_past_creation(clock, ghapp.runner_jobs(), 121)
     report = await ghapp.services.reconciler.reconcile_once()
     # queued: ids[1], ids[3]; idle runners: ghapp-ids[0], ghapp-ids[2], ghapp-ids[3] → one surplus
     assert report.surplus_removed == 1

@@ -23,7 +23,7 @@ from ghapp.leader import LeaderElector
 from ghapp.manifests import RUNNER_SELECTOR
 from ghapp.metrics import Metrics
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, Ghapp, wait_for
+from .conftest import NAMESPACE, ORG_INSTALLATION, Ghapp, advance_past_creation, wait_for
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator
 from .realcluster import Cluster
@@ -150,7 +150,7 @@ async def test_a_busy_runner_a_listing_skipped_keeps_its_job(
     name = f"ghapp-{job_id}"
     github.register_runner(scope="org:acme", name=name, labels=LINUX)
     github.start_job(job_id, runner_name=name)  # busy, mid-job
-    clock.advance(601)  # the Job is older than the registration timeout
+    advance_past_creation(clock, ghapp.runner_jobs(), 601)  # the Job is older than the registration timeout
     github.skip_in_listings(name)  # it slips between two pages of the next listing
 
     report = await ghapp.services.reconciler.reconcile_once()
