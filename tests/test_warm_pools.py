@@ -16,7 +16,15 @@ from ghapp import check, manifests, planner, warm
 from ghapp.clock import ManualClock
 from ghapp.config import load_settings
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, wait_for, write_pools
+from .conftest import (
+    NAMESPACE,
+    ORG_INSTALLATION,
+    USER_INSTALLATION,
+    Ghapp,
+    advance_past_creation,
+    wait_for,
+    write_pools,
+)
 from .fakes.github import FakeGitHub
 from .realcluster import Cluster, eventually
 
@@ -245,7 +253,7 @@ async def test_a_warm_runner_idle_too_long_is_replaced(ghapp_with: StartGhapp, t
     ghapp.services.clock.advance(300)
     report = await reconcile(ghapp)
     assert (report.warm_recycled, report.warm_started) == (0, 0)
-    ghapp.services.clock.advance(301)
+    advance_past_creation(ghapp.services.clock, warm_jobs(ghapp), 601)  # by the Job's creationTimestamp
     report = await reconcile(ghapp)
     assert (report.warm_recycled, report.warm_started) == (1, 1)
     (new,) = names(warm_jobs(ghapp))
