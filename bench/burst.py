@@ -2,6 +2,14 @@
 """Burst benchmark (issue #4): N queued ``workflow_job`` webhooks at once, until N runner Jobs exist.
 
     python bench/burst.py [--jobs 1000] [--repos 10] [--installations 3] [--max-runners N]
+    python bench/burst.py --jobs 300 --installations 3 --orgs-only --kubeconfig /tmp/k8s-x/kubeconfig
+    python bench/burst.py --jobs 300 --installations 3 --orgs-only --real-cluster /tmp/k8s-x
+
+With ``--kubeconfig`` (or ``--real-cluster DIR``, which starts ``../shared/k8s/up --dir DIR`` for the run
+and stops it after) ghapp and the minimal client write to a **real API server** instead of the emulator:
+each phase in a fresh namespace, deleted (and waited for) when the phase ends. Jobs and Secrets are then
+timed by a watch held by this process and requests counted from the API server's metrics
+(``bench/realkube.py``); the API server's own work (and its controllers') shows as "other processes' CPU".
 
 Processes: ghapp runs as it is deployed, ``python -m ghapp serve`` in a **subprocess** (GHAPP_* environment,
 a kubeconfig pointing at the emulator), so its CPU time and peak RSS are its own. This process hosts only
@@ -40,6 +48,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -58,6 +67,7 @@ if str(ROOT) not in sys.path:
 import aiohttp
 import jwt
 import yaml
+from realkube import RealKube, ssl_context, writes
 
 from ghapp import manifests, planner, policy
 from ghapp.config import Settings, load_settings
@@ -67,6 +77,7 @@ from ghapp.sensitive import Secret
 from tests.fakes.github import FakeGitHub
 from tests.fakes.kube import KubeEmulator
 from tests.keys import PRIVATE_KEY_PEM, PUBLIC_KEY_PEM
+from tests.realcluster import Cluster, start_shared, stop_shared
 
 APP_ID = 12345
 WEBHOOK_SECRET = "bench-webhook-secret"
@@ -93,6 +104,11 @@ class TimedKube(KubeEmulator):
     def __init__(self) -> None:
         super().__init__()
         self.created: dict[str, dict[str, float]] = {"jobs": {}, "secrets": {}}
+        self.namespace = NAMESPACE
+
+    async def request_counts(self) -> Counter[str]:
+        """Requests so far, as "verb resource" (as `RealKube.request_counts` counts them)."""
+        return Counter(f"{r.verb} {r.resource}" for r in self.requests)
 
     def _write(self, resource: str, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         stored: dict[str, Any] = super()._write(resource, obj, old)
@@ -226,7 +242,7 @@ class World:
     args: argparse.Namespace
     tmp: Path
     github: FakeGitHub
-    kube: TimedKube
+    kube: TimedKube | RealKube
     environ: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
 
@@ -269,13 +285,35 @@ def write_files(world: World) -> None:
     max_runners = min(args.max_runners or args.jobs, MAX_POOL_RUNNERS)
     pools = {"pools": [{"name": "bench", "labels": LABELS, "max_runners": max_runners}]}
     pools_file.write_text(yaml.safe_dump(pools))
-    kubeconfig = tmp / "kubeconfig"
+    kubeconfig = world.kube.kubeconfig if isinstance(world.kube, RealKube) else tmp / "kubeconfig"
+    if isinstance(world.kube, TimedKube):
+        write_emulator_kubeconfig(kubeconfig, world.kube)
+    world.environ = {
+        "GHAPP_APP_ID": str(APP_ID),
+        "GHAPP_PRIVATE_KEY_FILE": str(key_file),
+        "GHAPP_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "GHAPP_GITHUB_API_URL": world.github.api_url,
+        "GHAPP_NAMESPACE": world.kube.namespace,
+        "GHAPP_POOLS_FILE": str(pools_file),
+        "GHAPP_HOST": "127.0.0.1",
+        "GHAPP_PORT": str(free_port()),
+        "GHAPP_LOG_LEVEL": args.log_level,
+        "GHAPP_LOG_FORMAT": "json",
+        "GHAPP_SHUTDOWN_GRACE_SECONDS": "2",
+        "GHAPP_ALLOWED_ACCOUNTS": "*",
+        "GHAPP_RECONCILE_INTERVAL_SECONDS": "3600",
+        "KUBECONFIG": str(kubeconfig),
+    } | dict(getattr(args, "env", []))
+    world.settings = load_settings(world.environ)
+
+
+def write_emulator_kubeconfig(kubeconfig: Path, kube: TimedKube) -> None:
     kubeconfig.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "emulator", "cluster": {"server": world.kube.url}}],
+                "clusters": [{"name": "emulator", "cluster": {"server": kube.url}}],
                 "users": [{"name": "bench", "user": {}}],
                 "contexts": [
                     {
@@ -287,23 +325,6 @@ def write_files(world: World) -> None:
             }
         )
     )
-    world.environ = {
-        "GHAPP_APP_ID": str(APP_ID),
-        "GHAPP_PRIVATE_KEY_FILE": str(key_file),
-        "GHAPP_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "GHAPP_GITHUB_API_URL": world.github.api_url,
-        "GHAPP_NAMESPACE": NAMESPACE,
-        "GHAPP_POOLS_FILE": str(pools_file),
-        "GHAPP_HOST": "127.0.0.1",
-        "GHAPP_PORT": str(free_port()),
-        "GHAPP_LOG_LEVEL": args.log_level,
-        "GHAPP_LOG_FORMAT": "json",
-        "GHAPP_SHUTDOWN_GRACE_SECONDS": "2",
-        "GHAPP_ALLOWED_ACCOUNTS": "*",
-        "GHAPP_RECONCILE_INTERVAL_SECONDS": "3600",
-        "KUBECONFIG": str(kubeconfig),
-    }
-    world.settings = load_settings(world.environ)
 
 
 def build_deliveries(world: World) -> list[Delivery]:
@@ -366,9 +387,14 @@ async def stop_process(process: asyncio.subprocess.Process, *, grace: float = 15
 
 
 async def wait_for_objects(
-    kube: TimedKube, expected: int, *, deadline_s: float, process: asyncio.subprocess.Process | None
+    kube: TimedKube | RealKube,
+    expected: int,
+    *,
+    deadline_s: float,
+    process: asyncio.subprocess.Process | None,
 ) -> bool:
-    """Poll the emulator until `expected` Jobs and Secrets exist; False at the deadline or if ghapp died."""
+    """Poll the emulator (or the real server's watch) until `expected` Jobs and Secrets exist; False at
+    the deadline or if ghapp died."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     while len(kube.created["jobs"]) < expected or len(kube.created["secrets"]) < expected:
@@ -561,11 +587,15 @@ async def minimal_main(spec: dict[str, Any]) -> dict[str, Any]:
         plans.append(plan)
     jobs = [manifests.runner_job(plan) for plan in plans]
     api, base, concurrency = settings.github_api_url, spec["kube_url"], spec["concurrency"]
+    tls: ssl.SSLContext | bool = False
+    if spec["kubeconfig"]:  # a real API server: its CA and the kubeconfig's client certificate
+        base, tls = await ssl_context(Cluster(Path(spec["kubeconfig"])))
     namespace = settings.namespace
     private_key = settings.private_key.get_secret_value()
     failures: list[str] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"Accept": "application/vnd.github+json", "User-Agent": "bench-minimal-client"}
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=tls)
+    github_headers = {"Accept": "application/vnd.github+json"}
+    headers = {"User-Agent": "bench-minimal-client"}
     with no_gc_pauses():
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             handshake()
@@ -576,7 +606,7 @@ async def minimal_main(spec: dict[str, Any]) -> dict[str, Any]:
             app_jwt = jwt.encode(claims, private_key, algorithm="RS256")
 
             async def post_github(path: str, token: str) -> dict[str, Any]:
-                auth = {"Authorization": f"Bearer {token}"}
+                auth = github_headers | {"Authorization": f"Bearer {token}"}
                 async with session.post(api + path, json={}, headers=auth) as response:
                     if response.status != 201:
                         raise SystemExit(f"minimal client: GitHub answered {response.status} to {path}")
@@ -630,24 +660,46 @@ async def minimal_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One run; with ``--real-cluster DIR`` on a control plane started in DIR for it (stopped after)."""
+    if args.real_cluster is None:
+        return await run_on(args, args.kubeconfig)
+    kubeconfig = await asyncio.to_thread(start_shared, args.real_cluster)
+    try:
+        return await run_on(args, kubeconfig)
+    finally:
+        await asyncio.to_thread(stop_shared, args.real_cluster)
+
+
+async def open_kube(kubeconfig: Path | None, phase: str) -> TimedKube | RealKube:
+    """Where a phase writes: a fresh emulator, or a fresh namespace on the real API server."""
+    kube = TimedKube() if kubeconfig is None else RealKube(kubeconfig, prefix=f"ghapp-bench-{phase}")
+    await kube.start()
+    return kube
+
+
+async def run_on(args: argparse.Namespace, kubeconfig: Path | None) -> dict[str, Any]:
     expected = min(args.jobs, args.max_runners or args.jobs)
     github = FakeGitHub(app_id=APP_ID, public_key_pem=PUBLIC_KEY_PEM, webhook_secret=WEBHOOK_SECRET)
     setup_github(github, args)
     await github.start()
-    kube = TimedKube()
-    await kube.start()
+    kube = await open_kube(kubeconfig, "ghapp")
     tmp = Path(tempfile.mkdtemp(prefix="ghapp-bench-"))
     world = World(args=args, tmp=tmp, github=github, kube=kube)
     write_files(world)
     log_file = tmp / "ghapp.log"
-    result: dict[str, Any] = {"machine": machine(), "args": vars(args) | {"profile": str(args.profile)}}
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "args": vars(args) | {"profile": str(args.profile)},
+        "kube": "emulator" if kubeconfig is None else f"API server {kube.url} ({kubeconfig})",
+    }
     try:
         process = await start_ghapp(world, log_file)
         try:
             result["ghapp"], deliveries = await ghapp_burst(world, process, expected, log_file)
         finally:
             await stop_process(process)
-        result["minimal"] = await minimal_run(world, deliveries[:expected])
+        await kube.close()  # on a real server: its namespace goes, before the minimal client's phase
+        result["minimal"] = await minimal_run(world, deliveries[:expected], kubeconfig)
     finally:
         await kube.close()
         await github.close()
@@ -689,8 +741,7 @@ async def ghapp_burst(
         await profiler.start()
     rss_ready = proc_memory_mb(process.pid)
     github_calls_before = len(github.calls)
-    kube_requests_before = len(kube.requests)
-    kube_writes_before = len(kube.writes())
+    kube_requests_before = await kube.request_counts()
     lag = LoopLag()
     sender = await helper(SENDER, spec, world.tmp)
     with no_gc_pauses():
@@ -709,6 +760,7 @@ async def ghapp_burst(
         cpu_fakes = time.process_time() - cpu_fakes_before
         cpu_machine = machine_busy_seconds() - cpu_machine_before
         await lag.stop()
+    kube_requests = await kube.request_counts() - kube_requests_before
     memory = proc_memory_mb(process.pid)
     if profiler is not None:
         await profiler.stop()
@@ -716,7 +768,6 @@ async def ghapp_burst(
         delivery.sent, delivery.acked, delivery.status = sent_at, acked_at, int(status)
     slips_ms = [1000 * timing[3] for timing in sent["timings"]]
     github_calls = github.calls[github_calls_before:]
-    kube_requests = kube.requests[kube_requests_before:]
     created_jobs, created_secrets = kube.created["jobs"], kube.created["secrets"]
     ack_ms = [1000 * (d.acked - d.sent) for d in deliveries]
     to_job = [created_jobs[d.name] - d.sent for d in deliveries if d.name in created_jobs]
@@ -743,11 +794,9 @@ async def ghapp_burst(
             Counter(f"{c.method} {endpoint_template(c.path)}" for c in github_calls)
         ),
         # writes to runner objects; the reconciler's Lease renewals are leader bookkeeping, not per runner
-        "kube_writes": sum(
-            1 for w in kube.writes()[kube_writes_before:] if w.resource in ("jobs", "secrets")
-        ),
-        "kube_requests": len(kube_requests),
-        "kube_requests_by_verb": dict(Counter(f"{r.verb} {r.resource}" for r in kube_requests)),
+        "kube_writes": writes(kube_requests),
+        "kube_requests": kube_requests.total(),
+        "kube_requests_by_verb": dict(kube_requests),
         "rss_mb_when_ready": rss_ready.get("VmRSS", math.nan),
         "peak_rss_mb": memory.get("VmHWM", math.nan),
         "wall_s": wall,
@@ -764,16 +813,17 @@ async def ghapp_burst(
     return figures, deliveries
 
 
-async def minimal_run(world: World, deliveries: list[Delivery]) -> dict[str, Any]:
-    """The minimal client in a process of its own, against a fresh emulator and the same fake GitHub."""
+async def minimal_run(world: World, deliveries: list[Delivery], kubeconfig: Path | None) -> dict[str, Any]:
+    """The minimal client in a process of its own, against a fresh emulator (or a fresh namespace of the
+    real API server) and the same fake GitHub."""
     args = world.args
-    kube = TimedKube()
-    await kube.start()
+    kube = await open_kube(kubeconfig, "minimal")
     try:
-        environ = dict(world.environ)
+        environ = dict(world.environ) | {"GHAPP_NAMESPACE": kube.namespace}
         spec = {
             "environ": environ,
             "kube_url": kube.url,
+            "kubeconfig": str(kubeconfig or ""),
             "concurrency": args.concurrency,
             "payloads": [delivery.payload for delivery in deliveries],
         }
@@ -781,6 +831,7 @@ async def minimal_run(world: World, deliveries: list[Delivery]) -> dict[str, Any
         client = await helper(MINIMAL, spec, world.tmp)
         if args.quiet_wait:
             await wait_for_quiet(args.quiet_wait)
+        requests_before = await kube.request_counts()
         with no_gc_pauses():
             cpu_fakes_before = time.process_time()
             cpu_machine_before = machine_busy_seconds()
@@ -788,6 +839,8 @@ async def minimal_run(world: World, deliveries: list[Delivery]) -> dict[str, Any
             answer = await helper_answer(MINIMAL, client, world.tmp, args.timeout)
             cpu_fakes = time.process_time() - cpu_fakes_before
             cpu_machine = machine_busy_seconds() - cpu_machine_before
+        if kubeconfig is not None:  # the watch sees the last objects a moment after they were written
+            await wait_for_objects(kube, len(deliveries), deadline_s=10, process=None)
         return {
             "seconds": answer["ended"] - answer["started"],
             "cpu_client_s": answer["cpu_s"],
@@ -797,7 +850,7 @@ async def minimal_run(world: World, deliveries: list[Delivery]) -> dict[str, Any
             "jobs": len(kube.created["jobs"]),
             "secrets": len(kube.created["secrets"]),
             "github_calls": len(world.github.calls) - calls_before,
-            "kube_writes": len(kube.writes()),
+            "kube_writes": writes(await kube.request_counts() - requests_before),
         }
     finally:
         await kube.close()
@@ -822,6 +875,7 @@ def report(result: dict[str, Any]) -> bool:
         + ", "
         f"max_runners {min(a['max_runners'] or a['jobs'], MAX_POOL_RUNNERS)}"
     )
+    print(f"Kubernetes: {result['kube']}" + (f"; ghapp settings {dict(a['env'])}" if a["env"] else ""))
     print(
         f"machine: {mach['nproc']} CPUs ({mach['cpu']}), {mach['memory_gib']} GiB, Python {mach['python']}; "
         "ghapp, webhook sender and minimal client each in a process of their own, the fakes in this one"
@@ -942,6 +996,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="before each timed phase, wait up to this many seconds for the machine to be idle",
     )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="write to the real API server this kubeconfig names (a fresh namespace per phase, deleted "
+        "after) instead of the emulator; e.g. one of ../shared/k8s/up",
+    )
+    parser.add_argument(
+        "--real-cluster",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="like --kubeconfig, on a control plane started for this run with ../shared/k8s/up --dir DIR "
+        "(stopped at the end)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="a setting for ghapp (e.g. GHAPP_LAUNCH_CONCURRENCY=16); repeatable",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg, .json or .txt)")
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
@@ -952,6 +1029,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--jobs, --repos, --installations and --concurrency must be at least 1")
     if args.installations > args.repos:
         parser.error("--installations must not exceed --repos (each installation needs a repository)")
+    if args.kubeconfig is not None and args.real_cluster is not None:
+        parser.error("--kubeconfig and --real-cluster exclude each other")
+    if any(len(pair) != 2 for pair in args.env):
+        parser.error("--env takes NAME=VALUE")
     if args.max_runners is not None and not 1 <= args.max_runners <= MAX_POOL_RUNNERS:
         parser.error(f"--max-runners must be between 1 and {MAX_POOL_RUNNERS}")
     return args
