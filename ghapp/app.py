@@ -27,7 +27,7 @@ from ghapp.health import Health
 from ghapp.installations import Installations
 from ghapp.inventory import Inventory
 from ghapp.kube import KubeClient
-from ghapp.kubehttp import KubeTransport
+from ghapp.kubehttp import CONNECTIONS, CONNECTIONS_SPARE, KubeTransport
 from ghapp.launcher import Launcher
 from ghapp.leader import LeaderElector
 from ghapp.limiter import Limiter
@@ -163,7 +163,9 @@ async def start_services(
         app_id=settings.app_id, private_key_pem=Secret(settings.private_key.get_secret_value()), clock=clock
     )
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
-    kube_http = KubeTransport(kube_configuration)
+    kube_http = KubeTransport(
+        kube_configuration, connections=max(CONNECTIONS, settings.launch_concurrency + CONNECTIONS_SPARE)
+    )
     github = GitHubClient(
         session=session,
         api_url=settings.github_api_url,

@@ -403,8 +403,9 @@ class Settings(BaseModel):
     """GHAPP_LOG_LEVEL: least severity logged."""
     log_format: LogFormat = "auto"
     """GHAPP_LOG_FORMAT: ``json`` lines, human ``text``, or ``auto`` (text on a terminal, else JSON)."""
-    launch_concurrency: Annotated[int, Field(ge=1, le=1000)] = 8
-    """GHAPP_LAUNCH_CONCURRENCY: most runner launches talking to GitHub and Kubernetes at once."""
+    launch_concurrency: Annotated[int, Field(ge=1, le=1000)] = 32
+    """GHAPP_LAUNCH_CONCURRENCY: most runner launches talking to GitHub and Kubernetes at once (a launch
+    makes its requests one after another, so this is also about how many are in flight)."""
     max_runners: Annotated[int, Field(ge=1)] | None = None
     """GHAPP_MAX_RUNNERS: most runners of all pools together (default: only the pools' own limits)."""
     installation_weights: dict[int, Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)

@@ -19,9 +19,12 @@ from kubernetes_asyncio import client as k8s
 
 CONNECTIONS = 64
 """Most connections to the API server at once for short requests (gets and writes: launches, renewals of the
-reconciler's Lease). Lists and watches have connections of their own, as many as they need: a watch holds
-its connection for minutes, and a list of thousands of objects may be slow, and neither must leave a
-renewal or a launch waiting for a connection (HTTP/1.1: one request at a time on each)."""
+reconciler's Lease; at least: ghapp allows its launch concurrency + `CONNECTIONS_SPARE`). Lists and watches
+have connections of their own, as many as they need: a watch holds its connection for minutes, and a list
+of thousands of objects may be slow, and neither must leave a renewal or a launch waiting for a connection
+(HTTP/1.1: one request at a time on each)."""
+CONNECTIONS_SPARE = 16
+"""Short-request connections beyond the launches' (Lease renewals, the reconciler's gets and deletes)."""
 
 
 class KubeTransport:
