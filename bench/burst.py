@@ -92,6 +92,7 @@ LAST_JOB_AFTER_LAST_DELIVERY_S = 5.0
 GITHUB_CALLS_PER_RUNNER = 0.05
 KUBE_WRITES_PER_RUNNER = 2
 MINIMAL_CLIENT_RATIO = 1.5
+REAL_MINIMAL_CLIENT_RATIO = 1.3  # issue #14 item 4: against a real API server
 PEAK_RSS_MB = 150.0
 
 
@@ -860,6 +861,7 @@ async def minimal_run(world: World, deliveries: list[Delivery], kubeconfig: Path
             cpu_server = server_cpu(kube) - cpu_server_before
         if kubeconfig is not None:  # the watch sees the last objects a moment after they were written
             await wait_for_objects(kube, len(deliveries), deadline_s=10, process=None)
+        requests = await kube.request_counts() - requests_before
         return {
             "seconds": answer["ended"] - answer["started"],
             "cpu_client_s": answer["cpu_s"],
@@ -870,7 +872,8 @@ async def minimal_run(world: World, deliveries: list[Delivery], kubeconfig: Path
             "jobs": len(kube.created["jobs"]),
             "secrets": len(kube.created["secrets"]),
             "github_calls": len(world.github.calls) - calls_before,
-            "kube_writes": writes(await kube.request_counts() - requests_before),
+            "kube_writes": writes(requests),
+            "kube_requests_by_verb": dict(requests),
         }
     finally:
         await kube.close()
@@ -897,6 +900,7 @@ def report(result: dict[str, Any]) -> bool:
     n = max(1, g["jobs"])  # per-runner figures: per runner Job ghapp created
     kinds = Counter(kind for _, _, kind in accounts(a["installations"], a["orgs_only"]))
     ratio = g["burst_s"] / m["seconds"]
+    target = MINIMAL_CLIENT_RATIO if result["kube"] == "emulator" else REAL_MINIMAL_CLIENT_RATIO
     print(
         f"ghapp burst: {a['jobs']} queued jobs, {a['repos']} repos, {a['installations']} installations "
         f"({kinds['Organization']} org, {kinds['User']} user), {a['concurrency']} in flight"
@@ -962,9 +966,9 @@ def report(result: dict[str, Any]) -> bool:
         ),
         (
             "ghapp / minimal client",
-            f"{ratio:.2f}x ({g['burst_s']:.2f} s / {m['seconds']:.2f} s; target <= {MINIMAL_CLIENT_RATIO:g}x"
+            f"{ratio:.2f}x ({g['burst_s']:.2f} s / {m['seconds']:.2f} s; target <= {target:g}x"
             + (", closed loop only: --rate paces the burst)" if a["rate"] else ")"),
-            None if a["rate"] else ratio <= MINIMAL_CLIENT_RATIO and not m["failures"],
+            None if a["rate"] else ratio <= target and not m["failures"],
         ),
         (
             "ghapp peak RSS (VmHWM)",
