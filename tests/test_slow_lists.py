@@ -2,7 +2,9 @@
 holds nothing else: the leader keeps renewing its Lease and no other replica takes over, webhooks still
 launch runners, both replicas stay ready, and a reconcile pass stuck in a list is cut off at its deadline
 (GHAPP_RECONCILE_TIMEOUT_SECONDS) and the next pass runs as planned. However many runner namespaces there
-are, their watches and lists take no connection a renewal or a launch waits for.
+are, their watches and lists take no connection a renewal or a launch waits for; nor do launches the API
+server keeps waiting take every connection a renewal could use (the pool of gets and writes is larger than
+the launch concurrency).
 
 Time is a `HeldClock`: whatever waits on it (a renewal, the pause between passes, a pass's deadline) waits
 until the test moves it, so the test sees each renewal land before it moves time on.
@@ -22,7 +24,15 @@ from ghapp.clock import HeldClock, parse_timestamp
 from ghapp.config import Settings, load_settings
 from ghapp.kubehttp import CONNECTIONS
 
-from .conftest import NAMESPACE, ORG_INSTALLATION, USER_INSTALLATION, Ghapp, start_ghapp, wait_for
+from .conftest import (
+    NAMESPACE,
+    ORG_INSTALLATION,
+    USER_INSTALLATION,
+    Ghapp,
+    start_ghapp,
+    wait_for,
+    write_pools,
+)
 from .fakes.github import FakeGitHub
 from .fakes.kube import KubeEmulator, RecordedRequest
 
@@ -198,6 +208,39 @@ async def test_streams_and_hanging_lists_of_many_namespaces_leave_connections_fo
         for _ in range(3):
             clock.advance(LEASE / 3)
             await wait_for(renewed_now, what="a renewal beside the hanging lists")
+        assert a.services.elector.is_leader
+    finally:
+        kube.unstall()
+        await a.stop()
+
+
+@pytest.fixture
+def busy(environ: dict[str, str], pools_file: Path) -> Settings:
+    """More launches at once than the pool of short requests has by default (`CONNECTIONS`)."""
+    write_pools(pools_file, max_runners=2 * CONNECTIONS)
+    return load_settings({**environ, "GHAPP_LAUNCH_CONCURRENCY": str(CONNECTIONS + 1)})
+
+
+async def test_launches_that_hang_on_the_api_server_leave_the_lease_a_connection(
+    busy: Settings, github: FakeGitHub, kube: KubeEmulator, clock: HeldClock
+) -> None:
+    # an admission webhook that takes its time over runner Jobs: every launch waits for the API server
+    settings = busy
+    a = await replica(settings, github, kube, clock, "replica-a")
+
+    def renewed_now() -> bool:
+        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
+        return abs(parse_timestamp(str(spec.get("renewTime"))) - clock.now()) < 0.001
+
+    try:
+        await wait_for(lambda: a.services.reconciler.last_pass_at is not None, what="a leads, and passes")
+        kube.stall(verb="create", resource="jobs")
+        for _ in range(CONNECTIONS + 1):
+            await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+        await wait_for(lambda: kube.stalled >= CONNECTIONS, what="the pool's every connection waiting")
+        for _ in range(3):
+            clock.advance(LEASE / 3)
+            await wait_for(renewed_now, what="a renewal beside the launches")
         assert a.services.elector.is_leader
     finally:
         kube.unstall()
