@@ -73,17 +73,40 @@ async def ready(ghapp: Ghapp) -> int:
         return response.status
 
 
+class Renewals:
+    """Moves the clock on one renewal interval at a time, and only once every replica's elector sleeps again
+    (one still busy with its last campaign when time moves would sleep a whole interval too long, and then
+    miss its renew deadline); each step waits for replica-a's renewal to land."""
+
+    def __init__(self, clock: HeldClock, kube: KubeEmulator, *, lease: str, electors: int) -> None:
+        self._clock = clock
+        self._kube = kube
+        self._lease = lease
+        self._electors = electors
+        self._slept = electors  # each elector's first campaign ends in its first sleep
+
+    def renewed_now(self) -> bool:
+        """The Lease is replica-a's, renewed at the clock's present time."""
+        spec = (self._kube.get("leases", NAMESPACE, self._lease) or {}).get("spec") or {}
+        renewed = parse_timestamp(str(spec.get("renewTime")))
+        return spec.get("holderIdentity") == "replica-a" and abs(renewed - self._clock.now()) < 0.001
+
+    async def next(self, what: str) -> None:
+        await wait_for(
+            lambda: self._clock.sleeps.count(LEASE / 3) >= self._slept, what="every elector asleep"
+        )
+        self._clock.advance(LEASE / 3)
+        self._slept += self._electors
+        await wait_for(self.renewed_now, what=what)
+
+
 async def test_lists_that_never_answer_hold_neither_the_lease_nor_launches_and_a_stuck_pass_is_cut_off(
     settings: Settings, github: FakeGitHub, kube: KubeEmulator, clock: HeldClock
 ) -> None:
     a = await replica(settings, github, kube, clock, "replica-a")
     b = await replica(settings, github, kube, clock, "replica-b")
 
-    def renewed_now() -> bool:
-        """The Lease is a's, renewed at the clock's present time."""
-        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
-        renewed = parse_timestamp(str(spec.get("renewTime")))
-        return spec.get("holderIdentity") == "replica-a" and abs(renewed - clock.now()) < 0.001
+    renewals = Renewals(clock, kube, lease=settings.lease_name, electors=2)
 
     def passes(outcome: str) -> float:
         return a.metric("ghapp_reconcile_passes_total", outcome=outcome)
@@ -119,8 +142,7 @@ async def test_lists_that_never_answer_hold_neither_the_lease_nor_launches_and_a
         async def renewals_until(done: Callable[[], bool], *, before: float, what: str) -> None:
             while not done():
                 assert clock.now() < before, f"no {what} by then"
-                clock.advance(LEASE / 3)
-                await wait_for(renewed_now, what="a's renewal")
+                await renewals.next("a's renewal")
                 assert (a.services.elector.is_leader, b.services.elector.is_leader) == (True, False)
 
         # a's next pass hangs in its list of Secrets ...
@@ -181,21 +203,18 @@ async def test_streams_and_hanging_lists_of_many_namespaces_leave_connections_fo
     settings, namespaces = many_namespaces
     a = await replica(settings, github, kube, clock, "replica-a")
 
-    def renewed_now() -> bool:
-        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
-        return abs(parse_timestamp(str(spec.get("renewTime"))) - clock.now()) < 0.001
+    renewals = Renewals(clock, kube, lease=settings.lease_name, electors=1)
 
     try:
         await wait_for(lambda: a.services.reconciler.last_pass_at is not None, what="a leads, and passes")
         watches = 3 * (len(namespaces) + 1)
         await wait_for(lambda: kube.watching == watches, what="every namespace watched")
-        await wait_for(renewed_now, what="a's first renewal")  # made before all the streams started
+        await wait_for(renewals.renewed_now, what="a's first renewal")  # before all the streams started
 
         # streams alone: a webhook launches a runner and the lease is renewed
         first = await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
         await wait_for(lambda: len(a.runner_jobs()) == 1, what="a runner launched beside the streams")
-        clock.advance(LEASE / 3)
-        await wait_for(renewed_now, what="a renewal beside the streams")
+        await renewals.next("a renewal beside the streams")
 
         # every cache lists again, and no list answers: the same
         kube.stall(verb="list")
@@ -206,8 +225,7 @@ async def test_streams_and_hanging_lists_of_many_namespaces_leave_connections_fo
         await wait_for(lambda: len(a.runner_jobs()) == 2, what="a runner launched beside the lists")
         assert {job["metadata"]["name"] for job in a.runner_jobs()} == {f"ghapp-{first}", f"ghapp-{second}"}
         for _ in range(3):
-            clock.advance(LEASE / 3)
-            await wait_for(renewed_now, what="a renewal beside the hanging lists")
+            await renewals.next("a renewal beside the hanging lists")
         assert a.services.elector.is_leader
     finally:
         kube.unstall()
@@ -228,9 +246,7 @@ async def test_launches_that_hang_on_the_api_server_leave_the_lease_a_connection
     settings = busy
     a = await replica(settings, github, kube, clock, "replica-a")
 
-    def renewed_now() -> bool:
-        spec = (kube.get("leases", NAMESPACE, settings.lease_name) or {}).get("spec") or {}
-        return abs(parse_timestamp(str(spec.get("renewTime"))) - clock.now()) < 0.001
+    renewals = Renewals(clock, kube, lease=settings.lease_name, electors=1)
 
     try:
         await wait_for(lambda: a.services.reconciler.last_pass_at is not None, what="a leads, and passes")
@@ -239,8 +255,7 @@ async def test_launches_that_hang_on_the_api_server_leave_the_lease_a_connection
             await a.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
         await wait_for(lambda: kube.stalled >= CONNECTIONS, what="the pool's every connection waiting")
         for _ in range(3):
-            clock.advance(LEASE / 3)
-            await wait_for(renewed_now, what="a renewal beside the launches")
+            await renewals.next("a renewal beside the launches")
         assert a.services.elector.is_leader
     finally:
         kube.unstall()
