@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -232,14 +233,30 @@ async def world_for(setup: Setup, args: argparse.Namespace) -> tuple[World, list
     )
     write_files(world)
     world.environ["GHAPP_ADMIN_PORT"] = str(free_port())
+    if args.scan_concurrency is not None:
+        world.environ["GHAPP_SCAN_CONCURRENCY"] = str(args.scan_concurrency)
     if args.cache_entries is not None:
         world.environ["GHAPP_GITHUB_CACHE_ENTRIES"] = str(args.cache_entries)
     return world, names
 
 
-async def watch_and_webhooks(world: World, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def fresh_rate_windows(world: World, setup: Setup, args: argparse.Namespace) -> None:
+    """Each phase starts in a fresh rate-limit window of `args.github_limit` requests per installation."""
+    for installation_id, _ in accounts(setup.installations):
+        world.github.set_rate_limit(
+            installation_id=installation_id,
+            remaining=args.github_limit,
+            reset_in=3600,
+            limit=args.github_limit,
+        )
+
+
+async def watch_and_webhooks(
+    world: World, setup: Setup, names: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
     """Phase 1: watch events, then webhooks at a steady rate, with no reconcile pass in the way."""
     world.environ["GHAPP_RECONCILE_INTERVAL_SECONDS"] = "3600"
+    fresh_rate_windows(world, setup, args)
     process = await start_ghapp(world, world.tmp / "ghapp-watch.log")
     port = world.environ["GHAPP_ADMIN_PORT"]
     result: dict[str, Any] = {}
@@ -321,10 +338,15 @@ async def send_webhooks(world: World, session: aiohttp.ClientSession, args: argp
 async def steady(world: World, setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     """Phase 2: reconcile passes back to back over an organisation where nothing changes."""
     world.environ["GHAPP_RECONCILE_INTERVAL_SECONDS"] = "1"
+    fresh_rate_windows(world, setup, args)
+    start_call = len(world.github.calls)
     process = await start_ghapp(world, world.tmp / "ghapp-steady.log")
     port = world.environ["GHAPP_ADMIN_PORT"]
     try:
         async with aiohttp.ClientSession() as session:
+            found = await wait_metric(session, port, PASSES_OK, 1, deadline_s=args.pass_timeout)
+            cold = world.github.calls[start_call:]
+            cold_seconds = found.get("ghapp_reconcile_pass_seconds_sum", 0.0)
             found = await wait_metric(session, port, PASSES_OK, args.warmup, deadline_s=args.pass_timeout)
             first_call = len(world.github.calls)
             cpu0, busy0 = proc_cpu_seconds(process.pid), machine_busy_seconds()
@@ -351,7 +373,13 @@ async def steady(world: World, setup: Setup, args: argparse.Namespace) -> dict[s
         iid: counted[iid] / measured * PASSES_PER_HOUR + 1
         for iid in installations  # + 1 token an hour
     }
+    cold_counted = sum(1 for call in cold if call.status != 304 and call.installation_id is not None)
+    cold_calls = Counter(f"{call.method} {re.sub(r'[0-9]+', 'N', call.path)} {call.status}" for call in cold)
     return {
+        "cold_pass_counted": cold_counted,
+        "cold_pass_calls": dict(cold_calls.most_common()),
+        "cold_pass_seconds": cold_seconds,
+        "cold_pass_share_of_budget": cold_counted / setup.installations / BUDGET,
         "passes": measured,
         "failed_passes": failed,
         "counted_per_pass": sum(counted.values()) / measured,
@@ -371,7 +399,7 @@ async def run_setup(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     world, names = await world_for(setup, args)
     try:
         result: dict[str, Any] = {"setup": setup.__dict__}
-        result |= await watch_and_webhooks(world, names, args)
+        result |= await watch_and_webhooks(world, setup, names, args)
         # the watch phase marked Jobs failed and made new ones: put the steady organisation back
         for name in names[: args.watch_events]:
             world.kube.set_job_status(NAMESPACE, name, {"active": 1})
@@ -389,6 +417,8 @@ async def run_setup(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and spread of each figure over the runs of one configuration."""
     figures = {
+        "cold pass counted": [r["steady"]["cold_pass_counted"] for r in results],
+        "cold pass s": [r["steady"]["cold_pass_seconds"] for r in results],
         "counted/pass": [r["steady"]["counted_per_pass"] for r in results],
         "304/pass": [r["steady"]["not_modified_per_pass"] for r in results],
         "counted/h": [r["steady"]["counted_per_hour"] for r in results],
@@ -424,6 +454,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0, help="webhook deliveries per second")
     parser.add_argument("--webhook-seconds", type=float, default=10.0)
     parser.add_argument("--cache-entries", type=int, help="GHAPP_GITHUB_CACHE_ENTRIES (default: ghapp's)")
+    parser.add_argument(
+        "--github-limit",
+        type=int,
+        default=15_000,
+        help="each installation's requests per window in the fake GitHub, fresh for each phase (GitHub gives "
+        "large installations up to 15,000): the first pass after a start lists everything (~3 requests per "
+        "active repository) before the cache answers, which at 1,000 active repositories is more than "
+        "GHAPP_RECONCILE_RATE_SHARE of 5,000",
+    )
+    parser.add_argument("--scan-concurrency", type=int, help="GHAPP_SCAN_CONCURRENCY (default: ghapp's)")
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--pass-timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path, help="also write every figure to this file")

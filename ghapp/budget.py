@@ -29,8 +29,10 @@ class RateWindow:
 class Budget:
     """Requests one scan may still make for one installation; each page GitHub answers in full takes one.
 
-    A ``304 Not Modified`` answer (a conditional request whose listing did not change) costs nothing
-    against GitHub's primary rate limit, so it is counted apart (`unchanged`) and not spent.
+    A request takes one before it is sent (`reserve`), so listings made at once never overdraw the budget,
+    and gives it back when GitHub answered ``304 Not Modified`` (a conditional request whose listing did not
+    change costs nothing against GitHub's primary rate limit; counted apart as `unchanged`) or when no answer
+    came (`release`).
     """
 
     def __init__(self, requests: int) -> None:
@@ -38,17 +40,24 @@ class Budget:
         self.spent = 0
         self.unchanged = 0
 
-    def available(self) -> bool:
-        """Whether another request may be made (it might cost one)."""
-        return self.left > 0
-
-    def charge(self, *, unchanged: bool = False) -> None:
-        """Count a request made: spent, or free when GitHub answered 304."""
-        if unchanged:
-            self.unchanged += 1
-            return
+    def reserve(self) -> bool:
+        """Take one request for a request about to be made; False when none is left."""
+        if self.left <= 0:
+            return False
         self.left -= 1
-        self.spent += 1
+        return True
+
+    def settle(self, *, unchanged: bool = False) -> None:
+        """A reserved request was answered: spent, or given back when GitHub answered 304."""
+        if unchanged:
+            self.left += 1
+            self.unchanged += 1
+        else:
+            self.spent += 1
+
+    def release(self) -> None:
+        """A reserved request got no answer: give it back."""
+        self.left += 1
 
 
 class ScanBudgets:

@@ -420,6 +420,9 @@ class Settings(BaseModel):
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
     share of each window's limit, and of what remains when a pass starts)."""
+    scan_concurrency: Annotated[int, Field(ge=1, le=50)] = 8
+    """GHAPP_SCAN_CONCURRENCY: most repositories the queued-job scan lists at once, all installations together
+    (GitHub refuses more than 100 concurrent requests)."""
     github_cache_entries: Annotated[int, Field(ge=0)] = 20_000
     """GHAPP_GITHUB_CACHE_ENTRIES: GitHub answers kept for conditional requests (ETag; a 304 answer costs no
     rate limit); 0: none."""
@@ -673,6 +676,7 @@ _ENV_FIELDS: Mapping[str, str] = {
     "GHAPP_REDELIVERY_LOOKBACK_SECONDS": "redelivery_lookback_seconds",
     "GHAPP_RECONCILE_RATE_SHARE": "reconcile_rate_share",
     "GHAPP_ACTIVITY_TTL_SECONDS": "activity_ttl_seconds",
+    "GHAPP_SCAN_CONCURRENCY": "scan_concurrency",
     "GHAPP_GITHUB_CACHE_ENTRIES": "github_cache_entries",
     "GHAPP_IDLE_GRACE_SECONDS": "idle_grace_seconds",
     "GHAPP_REGISTRATION_TIMEOUT_SECONDS": "registration_timeout_seconds",

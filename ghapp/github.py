@@ -391,11 +391,16 @@ class GitHubClient:
         for _ in range(max_pages):
             if url is None:
                 break
-            if budget is not None and not budget.available():
+            if budget is not None and not budget.reserve():
                 raise BudgetSpent(f"the rate-limit budget ran out listing {endpoint}")
-            data, url, status = await self._send("GET", url, auth=auth, params=query, endpoint=endpoint)
+            try:
+                data, url, status = await self._send("GET", url, auth=auth, params=query, endpoint=endpoint)
+            except BaseException:
+                if budget is not None:
+                    budget.release()
+                raise
             if budget is not None:
-                budget.charge(unchanged=status == NOT_MODIFIED)
+                budget.settle(unchanged=status == NOT_MODIFIED)
             query = None  # the next page's URL carries the whole query
             items = data.get(key) if isinstance(data, dict) else None
             found.extend(item for item in items or [] if isinstance(item, dict))

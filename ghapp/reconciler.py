@@ -10,6 +10,7 @@ Every step is idempotent and safe to repeat, on this replica or another.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 from collections import Counter
@@ -281,52 +282,90 @@ class Reconciler:
         return targets
 
     async def _scan_queued(self, report: PassReport) -> _Scan:
+        """Every installation's targets, `scan_concurrency` repositories at a time over all of them."""
         scan = _Scan()
-        now = self._clock.now()
-        for installation_id, repositories in self._targets().items():
-            if self._installations.out_of_service(installation_id):
-                continue
-            bucket = str(installation_id)
-            budget = self._budgets.for_pass(installation_id, self._github.rate_limits.window(bucket), now=now)
-            try:
-                await self._scan_installation(installation_id, sorted(repositories), scan, report, budget)
-            finally:
-                window = self._github.rate_limits.window(bucket)
-                self._budgets.record(installation_id, window, budget)
-                self._metrics.scan_budget_remaining.labels(bucket).set(
-                    self._budgets.allowance(installation_id, window, now=self._clock.now())
-                )
-            for repository in repositories:
-                owner = repository.split("/", 1)[0]
-                # a repository not scanned in full leaves its scopes' queued counts unknown
-                if repository not in scan.complete:
-                    scan.incomplete.update({f"org:{owner}", f"repo:{repository}"})
+        slots = asyncio.Semaphore(self._settings.scan_concurrency)
+        async with asyncio.TaskGroup() as group:
+            for installation_id, repositories in self._targets().items():
+                if not self._installations.out_of_service(installation_id):
+                    group.create_task(
+                        self._scan_installation(installation_id, sorted(repositories), scan, report, slots)
+                    )
         return scan
 
     async def _scan_installation(
-        self, installation_id: int, repositories: list[str], scan: _Scan, report: PassReport, budget: Budget
+        self,
+        installation_id: int,
+        repositories: list[str],
+        scan: _Scan,
+        report: PassReport,
+        slots: asyncio.Semaphore,
     ) -> None:
-        """Scan `repositories` in turn, starting where the last pass ran out of budget."""
+        """Scan `repositories`, starting where the last pass ran out of budget, within this pass's budget."""
+        bucket = str(installation_id)
+        budget = self._budgets.for_pass(
+            installation_id, self._github.rate_limits.window(bucket), now=self._clock.now()
+        )
+        try:
+            await self._scan_in_order(installation_id, repositories, scan, report, budget, slots)
+        finally:
+            window = self._github.rate_limits.window(bucket)
+            self._budgets.record(installation_id, window, budget)
+            self._metrics.scan_budget_remaining.labels(bucket).set(
+                self._budgets.allowance(installation_id, window, now=self._clock.now())
+            )
+        for repository in repositories:
+            owner = repository.split("/", 1)[0]
+            # a repository not scanned in full leaves its scopes' queued counts unknown
+            if repository not in scan.complete:
+                scan.incomplete.update({f"org:{owner}", f"repo:{repository}"})
+
+    async def _scan_in_order(
+        self,
+        installation_id: int,
+        repositories: list[str],
+        scan: _Scan,
+        report: PassReport,
+        budget: Budget,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Each repository as a slot frees up, in turn from where the last pass stopped; when the budget runs
+        out (listings in flight may overdraw it by fewer than `scan_concurrency` requests), the rest wait for
+        the next pass, which starts with the first of them."""
         start = bisect.bisect_left(repositories, self._scan_from.pop(installation_id, ""))
         order = repositories[start:] + repositories[:start]
-        for index, repository in enumerate(order):
-            try:
-                await self._scan_repository(installation_id, repository, scan, report, budget)
-            except InstallationGone as exc:
-                await self._retire(exc, report)
-                return
-            except BudgetSpent:
-                self._scan_from[installation_id] = repository
-                report.repositories_deferred += len(order) - index
-                log.warning(
-                    "rate-limit budget of this pass spent; %d repositories wait for the next pass",
-                    len(order) - index,
-                    extra={"installation_id": installation_id, "spent": budget.spent},
-                )
-                return
-            except GhappError as exc:
-                report.errors.append(f"scan {repository}: {exc}")
-                log.warning("scanning %s for queued jobs failed: %s", repository, exc)
+        spent_at: list[int] = []  # positions in `order` whose scan found the budget spent
+        gone: list[InstallationGone] = []
+
+        async def scan_one(index: int, repository: str) -> None:
+            async with slots:
+                if spent_at or gone:
+                    return
+                try:
+                    await self._scan_repository(installation_id, repository, scan, report, budget)
+                except InstallationGone as exc:
+                    gone.append(exc)
+                except BudgetSpent:
+                    spent_at.append(index)
+                except GhappError as exc:
+                    report.errors.append(f"scan {repository}: {exc}")
+                    log.warning("scanning %s for queued jobs failed: %s", repository, exc)
+
+        async with asyncio.TaskGroup() as group:
+            for index, repository in enumerate(order):
+                group.create_task(scan_one(index, repository))
+        if gone:
+            await self._retire(gone[0], report)
+        elif spent_at:
+            first = min(spent_at)
+            waiting = [repository for repository in order[first:] if repository not in scan.complete]
+            self._scan_from[installation_id] = order[first]
+            report.repositories_deferred += len(waiting)
+            log.warning(
+                "rate-limit budget of this pass spent; %d repositories wait for the next pass",
+                len(waiting),
+                extra={"installation_id": installation_id, "spent": budget.spent},
+            )
 
     async def _scan_repository(
         self, installation_id: int, repository: str, scan: _Scan, report: PassReport, budget: Budget

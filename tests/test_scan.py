@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ghapp.budget import RateWindow, ScanBudgets
 from ghapp.clock import ManualClock
 from ghapp.planner import RunnerScope
 
-from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, Ghapp, write_pools
+from .conftest import ORG_INSTALLATION, OTHER_ORG_INSTALLATION, Ghapp, wait_for, write_pools
 from .fakes.github import FakeGitHub
 
 LINUX = ["self-hosted", "linux", "x64"]
@@ -82,8 +83,13 @@ async def test_more_than_a_hundred_runs_and_jobs_are_all_found(
 async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stopped(
     ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
 ) -> None:
-    # 0.2 % of a 5,000-request window: the scan may spend 10 requests an hour on this installation
-    ghapp = await ghapp_with(GHAPP_RECONCILE_RATE_SHARE="0.002", GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400")
+    # 0.2 % of a 5,000-request window: the scan may spend 10 requests an hour on this installation; one
+    # repository at a time, so which requests the budget allows is exact
+    ghapp = await ghapp_with(
+        GHAPP_RECONCILE_RATE_SHARE="0.002",
+        GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400",
+        GHAPP_SCAN_CONCURRENCY="1",
+    )
     repositories = [f"acme/r{i}" for i in range(4)]
     github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
     lost = {}
@@ -127,6 +133,53 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
     assert scan_calls() == 11 + 16
     assert scan_calls(304) == 1 + 2 + 8
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{lost[r]}" for r in repositories}
+
+
+async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_overdraws_its_budget(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
+) -> None:
+    # 10 requests a window for the scan (0.2 % of 5,000); three repositories listed at once
+    ghapp = await ghapp_with(
+        GHAPP_RECONCILE_RATE_SHARE="0.002",
+        GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400",
+        GHAPP_SCAN_CONCURRENCY="3",
+    )
+    repositories = [f"acme/r{i}" for i in range(8)]
+    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
+    lost = []
+    for repository in repositories:
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+        lost.append(
+            github.queue_job(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)["id"]
+        )
+    await ghapp.settle()
+
+    def counted_scan_calls() -> int:
+        calls = github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?")
+        return len([c for c in calls if c.status != 304])
+
+    gate = github.gate(r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?")
+    first = asyncio.create_task(ghapp.services.reconciler.reconcile_once())
+    await wait_for(lambda: gate.in_flight >= 3, what="three listings in flight at once")
+    gate.open()
+    report = await first
+    await ghapp.settle()
+    assert gate.most_in_flight == 3
+    assert report.errors == []
+    assert 0 < counted_scan_calls() <= 10  # each repository costs 4 requests cold: the budget stops the pass
+    assert report.repositories_deferred > 0
+
+    for _window in range(8):  # each new window spends at most its 10 and goes on with what waited
+        if report.repositories_deferred == 0:
+            break
+        clock.advance(3601)
+        before = counted_scan_calls()
+        report = await ghapp.services.reconciler.reconcile_once()
+        await ghapp.settle()
+        assert report.errors == []
+        assert counted_scan_calls() - before <= 10
+    assert report.repositories_deferred == 0
+    assert names(ghapp.runner_jobs()) >= {f"ghapp-{job}" for job in lost}
 
 
 async def test_a_repository_that_answers_404_is_dropped_counted_and_the_pass_still_succeeds(
@@ -210,8 +263,12 @@ def test_scan_budgets_per_window_and_per_pass() -> None:
     budget = budgets.for_pass(7, window, now=1000.0)
     assert budget.left == 500  # half the window's limit
     for _ in range(300):
-        budget.charge()
-    budget.charge(unchanged=True)  # a 304: free
+        assert budget.reserve()
+        budget.settle()
+    assert budget.reserve()
+    budget.settle(unchanged=True)  # a 304: free
+    assert budget.reserve()
+    budget.release()  # no answer: free
     assert (budget.spent, budget.unchanged, budget.left) == (300, 1, 200)
     budgets.record(7, RateWindow(limit=1000, remaining=600, reset_at=5000.0), budget)
     # the same window: what is left of its allowance, and no more than half of what remains
@@ -225,7 +282,8 @@ def test_scan_budgets_per_window_and_per_pass() -> None:
     assert budgets.for_pass(7, None, now=1060.0).left == 2500
     assert budgets.for_pass(7, window, now=6000.0).left == 2500
     empty = budgets.for_pass(9, RateWindow(limit=1000, remaining=0, reset_at=5000.0), now=1000.0)
-    assert not empty.available()
+    assert not empty.reserve()
+    assert empty.left == 0
 
 
 def test_activity_drops_gone_repositories_until_touched_and_forgets_them_in_time() -> None:

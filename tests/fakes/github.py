@@ -309,6 +309,21 @@ def _etags(header: str) -> set[str]:
     return tags | {f"W/{tag}" for tag in tags if not tag.startswith("W/")}
 
 
+@dataclass
+class Gate:
+    """Requests whose path fully matches `pattern` are held until :meth:`open` is called; records how many
+    of them were in flight at once (held or being answered)."""
+
+    pattern: re.Pattern[str]
+    in_flight: int = 0
+    most_in_flight: int = 0
+    _opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def open(self) -> None:
+        """Let the held requests and every later one through."""
+        self._opened.set()
+
+
 # ------------------------------------------------------------------------------------------------ fake
 class FakeGitHub:
     """A stateful fake GitHub (REST API + webhook sender) for one GitHub App."""
@@ -374,9 +389,11 @@ class FakeGitHub:
         self._label_ids: dict[str, int] = {}
         self._jit_configs: dict[str, int] = {}
         self._runs: dict[int, Run] = {}
+        self._runs_of_repo: dict[str, list[Run]] = {}  # lower-case full name → its runs (listings)
         self._jobs: dict[int, Job] = {}
         self._fail_rules: list[_FailRule] = []
         self._skipped_in_listings: dict[str, int] = {}
+        self._gates: list[Gate] = []
         self._manifest_codes: dict[str, tuple[JSON, float]] = {}
         self._next = {"account": 1000, "repo": 50000, "runner": 10, "run": 7000000, "job": 90000000}
         self._next_delivery = 1_000_000
@@ -567,6 +584,7 @@ class FakeGitHub:
                 run_number=len(self._runs) + 1,
             )
             self._runs[rid] = run
+            self._runs_of_repo.setdefault(repo.full_name.lower(), []).append(run)
         jid = job_id if job_id is not None else self._new_id("job")
         if jid in self._jobs:
             raise ValueError(f"job {jid} exists")
@@ -993,11 +1011,22 @@ class FakeGitHub:
         """Answer the next ``count`` API requests (whose path contains ``path_contains``) with ``status``."""
         self._fail_rules.append(_FailRule(count, status, path_contains, dict(headers or {})))
 
-    def set_rate_limit(self, *, installation_id: int, remaining: int, reset_in: float) -> None:
-        """Set an installation's primary rate-limit window: ``remaining`` requests until ``reset_in`` s."""
+    def set_rate_limit(
+        self, *, installation_id: int, remaining: int, reset_in: float, limit: int | None = None
+    ) -> None:
+        """Set an installation's primary rate-limit window: ``remaining`` requests until ``reset_in`` s
+        (of ``limit`` a window, when given: GitHub gives large installations up to 15,000)."""
         bucket = self._bucket(("installation", installation_id))
+        if limit is not None:
+            bucket.limit = limit
         bucket.remaining = remaining
         bucket.reset = self.clock() + reset_in
+
+    def gate(self, path_pattern: str) -> Gate:
+        """Hold the requests whose path fully matches the regex `path_pattern` until the gate is opened."""
+        gate = Gate(re.compile(path_pattern))
+        self._gates.append(gate)
+        return gate
 
     def skip_in_listings(self, name: str, *, count: int = 1) -> None:
         """Leave runner ``name`` out of the next ``count`` runner list pages (not out of a lookup by name).
@@ -1138,7 +1167,17 @@ class FakeGitHub:
             path = raw_path[len(self.base_path) :] if raw_path.startswith(self.base_path + "/") else ""
         call = Call(request.method, path or raw_path, query, identity.kind, identity.installation_id, 0)
         self.calls.append(call)
-        result = await self._answer(request, path, query, identity)
+        gates = [gate for gate in self._gates if gate.pattern.fullmatch(call.path)]
+        for gate in gates:
+            gate.in_flight += 1
+            gate.most_in_flight = max(gate.most_in_flight, gate.in_flight)
+        try:
+            for gate in gates:
+                await gate._opened.wait()
+            result = await self._answer(request, path, query, identity)
+        finally:
+            for gate in gates:
+                gate.in_flight -= 1
         call.status = result.status
         headers = {
             "x-github-request-id": request_id,
@@ -1298,7 +1337,8 @@ class FakeGitHub:
         else:
             owner, name = ctx.params["owner"].lower(), ctx.params["repo"].lower()
             allowed = tok.repositories if tok.repositories is not None else inst.repositories
-            if inst.account.login.lower() != owner or name not in {r.lower() for r in allowed}:
+            known = name in allowed or name in {r.lower() for r in allowed}  # the set only when case differs
+            if inst.account.login.lower() != owner or not known:
                 raise _Reply(404, "Not Found")
             key = f"repo:{owner}/{name}"
         granted = tok.permissions.get(permission)
@@ -1619,7 +1659,7 @@ class FakeGitHub:
     async def _h_list_runs(self, ctx: _Ctx) -> _Result:
         self._scope_for(ctx, "actions", "read")
         full = f"{ctx.params['owner']}/{ctx.params['repo']}".lower()
-        runs = [r for r in self._runs.values() if r.repo.full_name.lower() == full]
+        runs = list(self._runs_of_repo.get(full, ()))
         runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         items = [self._run_obj(r) for r in runs]
         wanted = ctx.query.get("status")
