@@ -84,6 +84,13 @@ class Metrics:
             ["installation"],
             registry=r,
         )
+        self.scan_repositories_waiting = Gauge(
+            "ghapp_scan_repositories_waiting",
+            "Repositories the latest reconcile pass left for the next because its rate-limit budget was "
+            "spent, by installation (0: every repository was scanned).",
+            ["installation"],
+            registry=r,
+        )
         self.reconcile_seconds = Histogram(
             "ghapp_reconcile_pass_seconds",
             "Seconds one reconcile pass took.",

@@ -354,11 +354,14 @@ class Reconciler:
         async with asyncio.TaskGroup() as group:
             for index, repository in enumerate(order):
                 group.create_task(scan_one(index, repository))
+        waiting: list[str] = []
+        if spent_at:
+            first = min(spent_at)
+            waiting = [repository for repository in order[first:] if repository not in scan.complete]
+        self._metrics.scan_repositories_waiting.labels(str(installation_id)).set(len(waiting))
         if gone:
             await self._retire(gone[0], report)
         elif spent_at:
-            first = min(spent_at)
-            waiting = [repository for repository in order[first:] if repository not in scan.complete]
             self._scan_from[installation_id] = order[first]
             report.repositories_deferred += len(waiting)
             log.warning(

@@ -168,6 +168,8 @@ async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_o
     assert report.errors == []
     assert 0 < counted_scan_calls() <= 10  # each repository costs 4 requests cold: the budget stops the pass
     assert report.repositories_deferred > 0
+    waiting = ghapp.metric("ghapp_scan_repositories_waiting", installation=str(ORG_INSTALLATION))
+    assert waiting == report.repositories_deferred
 
     for _window in range(8):  # each new window spends at most its 10 and goes on with what waited
         if report.repositories_deferred == 0:
@@ -179,6 +181,7 @@ async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_o
         assert report.errors == []
         assert counted_scan_calls() - before <= 10
     assert report.repositories_deferred == 0
+    assert ghapp.metric("ghapp_scan_repositories_waiting", installation=str(ORG_INSTALLATION)) == 0
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{job}" for job in lost}
 
 
