@@ -134,9 +134,12 @@ class RateLimits:
             limit = int(headers.get("x-ratelimit-limit") or DEFAULT_LIMIT)
         except (KeyError, ValueError):
             return
-        self._windows[bucket] = RateWindow(limit=limit, remaining=remaining, reset_at=reset_at)
-        self._metrics.github_rate_limit_remaining.labels(bucket).set(remaining)
-        self._metrics.github_rate_limit_reset.labels(bucket).set(reset_at)
+        self.record(bucket, RateWindow(limit=limit, remaining=remaining, reset_at=reset_at))
+
+    def record(self, bucket: str, window: RateWindow) -> None:
+        self._windows[bucket] = window
+        self._metrics.github_rate_limit_remaining.labels(bucket).set(window.remaining)
+        self._metrics.github_rate_limit_reset.labels(bucket).set(window.reset_at)
 
     def wait_needed(self, bucket: str, now: float) -> float:
         """Seconds to wait before calling as `bucket` (0 unless its window is used up)."""
@@ -405,6 +408,23 @@ class GitHubClient:
             items = data.get(key) if isinstance(data, dict) else None
             found.extend(item for item in items or [] if isinstance(item, dict))
         return found
+
+    async def rate_window(self, *, installation_id: int) -> RateWindow | None:
+        """The installation's primary rate-limit window now, from ``GET /rate_limit`` (free of charge);
+        None when GitHub's answer does not describe one."""
+        data = await self.request("GET", "/rate_limit", auth=installation_id)
+        resources = data.get("resources") if isinstance(data, dict) else None
+        core = resources.get("core") if isinstance(resources, dict) else None
+        if not isinstance(core, dict):
+            return None
+        try:
+            window = RateWindow(
+                limit=int(core["limit"]), remaining=int(core["remaining"]), reset_at=float(core["reset"])
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        self.rate_limits.record(str(installation_id), window)
+        return window
 
     async def workflow_job(self, *, installation_id: int, repository: str, job_id: int) -> dict[str, Any]:
         """One workflow job as GitHub has it now (its ``status``: queued, in_progress, completed, …)."""

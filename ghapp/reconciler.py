@@ -21,7 +21,7 @@ from typing import Any
 from ghapp import planner
 from ghapp.activity import Activity
 from ghapp.admission import Admission
-from ghapp.budget import Budget, ScanBudgets
+from ghapp.budget import Budget, RateWindow, ScanBudgets
 from ghapp.clock import Clock
 from ghapp.config import Settings
 from ghapp.errors import BudgetSpent, GhappError, GitHubError, InstallationGone, InvalidPayload
@@ -303,9 +303,12 @@ class Reconciler:
     ) -> None:
         """Scan `repositories`, starting where the last pass ran out of budget, within this pass's budget."""
         bucket = str(installation_id)
-        budget = self._budgets.for_pass(
-            installation_id, self._github.rate_limits.window(bucket), now=self._clock.now()
-        )
+        try:
+            window = await self._rate_window(installation_id)
+        except InstallationGone as exc:
+            await self._retire(exc, report)
+            return
+        budget = self._budgets.for_pass(installation_id, window, now=self._clock.now())
         try:
             await self._scan_in_order(installation_id, repositories, scan, report, budget, slots)
         finally:
@@ -319,6 +322,25 @@ class Reconciler:
             # a repository not scanned in full leaves its scopes' queued counts unknown
             if repository not in scan.complete:
                 scan.incomplete.update({f"org:{owner}", f"repo:{repository}"})
+
+    async def _rate_window(self, installation_id: int) -> RateWindow | None:
+        """The installation's rate-limit window as GitHub last described it; when it has not (this process's
+        first pass) or that window has reset, asked of GitHub, so that the budget of a pass follows the
+        installation's own limit (up to 15,000 an hour) and what it has left from the start."""
+        window = self._github.rate_limits.window(str(installation_id))
+        if window is not None and window.reset_at > self._clock.now():
+            return window
+        try:
+            return await self._github.rate_window(installation_id=installation_id)
+        except InstallationGone:
+            raise
+        except GhappError as exc:
+            log.warning(
+                "GitHub's rate limit of an installation unknown; its scan assumes GitHub's minimum: %s",
+                exc,
+                extra={"installation_id": installation_id},
+            )
+            return window
 
     async def _scan_in_order(
         self,

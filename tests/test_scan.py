@@ -185,6 +185,29 @@ async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_o
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{job}" for job in lost}
 
 
+async def test_a_pass_budgets_by_the_installations_own_limit_asked_of_github_when_unknown(
+    ghapp: Ghapp, github: FakeGitHub, clock: ManualClock
+) -> None:
+    await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    await ghapp.settle()
+    clock.advance(3601)  # the window ghapp saw has reset; the new one is a large installation's
+    github.set_rate_limit(installation_id=ORG_INSTALLATION, remaining=15_000, reset_in=3600, limit=15_000)
+    asked = len(github.calls_to("GET", "/rate_limit"))
+    scan_pattern = r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?"
+    listed = len(github.calls_to("GET", scan_pattern))
+
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.errors == []
+    assert len(github.calls_to("GET", "/rate_limit")) == asked + 1  # free: GitHub does not count it
+    spent = len([c for c in github.calls_to("GET", scan_pattern)[listed:] if c.status != 304])
+    assert spent > 0
+    inst = str(ORG_INSTALLATION)
+    # half of the installation's own 15,000, not of GitHub's minimum 5,000
+    assert ghapp.metric("ghapp_scan_budget_remaining", installation=inst) == 7_500 - spent
+    used = github.installation_rate_used(ORG_INSTALLATION)
+    assert ghapp.metric("ghapp_github_rate_limit_remaining", installation=inst) == 15_000 - used
+
+
 async def test_a_repository_that_answers_404_is_dropped_counted_and_the_pass_still_succeeds(
     ghapp: Ghapp, github: FakeGitHub
 ) -> None:
