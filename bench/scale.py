@@ -345,6 +345,7 @@ async def steady(world: World, setup: Setup, args: argparse.Namespace) -> dict[s
     """Phase 2: reconcile passes back to back over an organisation where nothing changes."""
     world.environ["GHAPP_RECONCILE_INTERVAL_SECONDS"] = "1"
     fresh_rate_windows(world, setup, args)
+    world.github.latency = args.github_latency
     start_call = len(world.github.calls)
     waiting_keys = [
         f'ghapp_scan_repositories_waiting{{installation="{iid}"}}' for iid, _ in accounts(setup.installations)
@@ -492,6 +493,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "GHAPP_RECONCILE_RATE_SHARE of 5,000",
     )
     parser.add_argument("--scan-concurrency", type=int, help="GHAPP_SCAN_CONCURRENCY (default: ghapp's)")
+    parser.add_argument(
+        "--github-latency",
+        type=float,
+        default=0.0,
+        help="seconds the fake GitHub holds each answer in the steady phase (a real round trip: ~0.05-0.15)",
+    )
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--pass-timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path, help="also write every figure to this file")

@@ -372,6 +372,8 @@ class FakeGitHub:
         self.hook_id = 400000000 + app_id
         self.calls: list[Call] = []
         self.deliveries: list[Delivery] = []
+        self.latency = 0.0
+        """Seconds each API answer is held before it is sent (real GitHub's round trip; benchmarks)."""
         self.error_rate = 0.0
         self.secondary_limit_rate = 0.0
         self.secondary_limit_status = 403
@@ -1174,6 +1176,8 @@ class FakeGitHub:
         try:
             for gate in gates:
                 await gate._opened.wait()
+            if self.latency:
+                await asyncio.sleep(self.latency)
             result = await self._answer(request, path, query, identity)
         finally:
             for gate in gates:
