@@ -1,12 +1,11 @@
-"""Launching runners: dedupe → credential → Job → Secret owned by the Job. Idempotent end to end.
+"""Launching runners: which job gets a runner when, within capacity, and what a rate limit does to a launch.
 
-Registration-token pools share one cached token per org / repo. JIT pools get one runner registration per
-job from GitHub (``generate-jitconfig``), made only after checking the cluster has no runner Job for the
-job yet, so that a redelivered webhook never registers (or replaces) a runner twice.
+The objects themselves (credential → Job → Secret owned by the Job, idempotent end to end) are made by
+`ghapp.runnermaker`.
 
 A launch that meets a GitHub rate limit lets go of its launch slot and its capacity reservation, waits out
-the limit (one wait per installation, shared by its launches), then goes through capacity again: an
-installation at its limit never holds up another installation's launches.
+the limit (one wait per installation, shared by its launches: `ghapp.cooldowns`), then goes through
+capacity again: an installation at its limit never holds up another installation's launches.
 
 Runners are not bound to jobs: when a job runs on the runner started for another, `ran` keeps the demand
 right (see `ghapp.demand`): the entry or runner that stood for the job that ran stands for the other job
@@ -18,28 +17,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
-from ghapp import logs, manifests, planner
+from ghapp import logs, planner
 from ghapp.clock import Clock
 from ghapp.config import Settings
+from ghapp.cooldowns import Cooldowns
 from ghapp.demand import Demand, Moved, Place, Replace
-from ghapp.errors import GhappError, GitHubError, RateLimited, RunnerGroupNotFound, RunnerNameTaken
-from ghapp.github import DEFAULT_RUNNER_GROUP_ID, GitHubClient, JitConfig, no_rate_limit_waits
+from ghapp.errors import GhappError, RateLimited, RunnerGroupNotFound
+from ghapp.github import GitHubClient, no_rate_limit_waits
 from ghapp.health import Health
 from ghapp.inventory import Inventory
-from ghapp.kube import KubeClient, age
+from ghapp.kube import KubeClient
 from ghapp.limiter import Limiter
 from ghapp.metrics import Metrics
 from ghapp.models import WorkflowJob
 from ghapp.planner import RunnerPlan
+from ghapp.runnermaker import Outcome, RunnerMaker
 from ghapp.sightings import Sightings
 from ghapp.tasks import TaskSet
 from ghapp.timeline import Timeline
 
 log = logging.getLogger(__name__)
-
-Outcome = Literal["created", "exists", "failed", "skipped", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +76,11 @@ class Launcher:
         self.pool_errors: dict[str, tuple[float, str]] = {}
         """Pool → (when, what) of its last failed launch, until a launch of that pool succeeds."""
         self._github = github
-        self._kube = kube
         self._inventory = inventory
         self._limiter = limiter
         self._metrics = metrics
         self._clock = clock
         self._tasks = tasks
-        self._sightings = sightings
         self._inflight: dict[int, asyncio.Task[LaunchResult]] = {}
         self._waiting: dict[int, float] = {}  # workflow job id → when its webhook arrived
         self._plans: dict[int, RunnerPlan] = {}  # plans waiting or launching, by workflow job id
@@ -92,7 +88,16 @@ class Launcher:
         self._launching: set[str] = set()  # runner names being created
         self._unknown_groups: set[tuple[str, str]] = set()
         self._slots = asyncio.Semaphore(settings.launch_concurrency)
-        self._cooldowns: dict[str, asyncio.Task[None]] = {}  # rate-limit bucket → the wait for its reset
+        self._cooldowns = Cooldowns(clock=clock, tasks=tasks)
+        self._maker = RunnerMaker(
+            settings=settings,
+            github=github,
+            kube=kube,
+            inventory=inventory,
+            limiter=limiter,
+            clock=clock,
+            sightings=sightings,
+        )
         inventory.subscribe(self.pump)
 
     def submit(self, plan: RunnerPlan, *, received_at: float, serves: int | None = None) -> None:
@@ -313,9 +318,7 @@ class Launcher:
             try:
                 async with self._slots:
                     with no_rate_limit_waits():
-                        outcome = await (
-                            self._create_jit(plan) if plan.pool.mode == "jit" else self._create(plan)
-                        )
+                        outcome: Outcome = await self._maker.make(plan)
             except RateLimited as exc:
                 if plan.warm:  # no job waits for it: the next reconcile pass tries again
                     self._limiter.release(plan)
@@ -376,7 +379,7 @@ class Launcher:
             limit,
             extra={"seconds": round(limit.retry_after, 1)},
         )
-        await self._cool_down(limit.bucket, limit.retry_after)
+        await self._cooldowns.wait(limit.bucket, limit.retry_after)
         if self._demand.settled(self._demand.serves(plan.workflow_job_id)):
             log.info("the job needs no runner any more; not launching after the rate limit")
             return
@@ -384,118 +387,7 @@ class Launcher:
         self._limiter.enqueue(plan)
         self.pump()  # from inside this launch, so that its successor starts before it ends
 
-    async def _cool_down(self, bucket: str, seconds: float) -> None:
-        """Wait until `bucket`'s rate limit has passed; launches limited by the same bucket share one wait."""
-        wait = self._cooldowns.get(bucket)
-        if wait is None or wait.done():
-            wait = self._tasks.spawn(self._clock.sleep(seconds), name=f"rate-limit-{bucket}")
-            self._cooldowns[bucket] = wait
-
-            def ended(task: asyncio.Task[None]) -> None:
-                if self._cooldowns.get(bucket) is task:
-                    del self._cooldowns[bucket]
-
-            wait.add_done_callback(ended)
-        await asyncio.shield(wait)
-
     def _failed(self, plan: RunnerPlan, error: str) -> None:
         self.pool_errors[plan.pool.name] = (self._clock.now(), error)
         if self._timeline is not None:
             self._timeline.launch_failed(plan.workflow_job_id, error=error)
-
-    async def _create(self, plan: RunnerPlan) -> Outcome:
-        credential = await self._github.registration_token(
-            installation_id=plan.installation_id, scope=plan.scope
-        )
-        job, created = await self._kube.create_job(manifests.runner_job(plan))
-        self._inventory.observe(job)
-        self._limiter.release(plan)  # the Job counts itself now
-        if not created and await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
-            return "exists"
-        secret = manifests.runner_secret(plan, credential=credential, job_uid=job["metadata"]["uid"])
-        await self._kube.create_secret(secret)
-        return "created" if created else "exists"
-
-    async def _create_jit(self, plan: RunnerPlan) -> Outcome:
-        """JIT: check the cluster, register the runner, then the Job (with the runner id) and its Secret."""
-        existing = await self._kube.get("jobs", plan.name, namespace=plan.namespace)
-        if existing is not None:
-            if await self._kube.get("secrets", plan.name, namespace=plan.namespace) is not None:
-                return "exists"
-            if age(existing.get("metadata") or {}, self._clock.now()) < self.settings.orphan_grace_seconds:
-                return "exists"  # another replica's launch may be between its Job and its Secret
-            # An earlier attempt died between Job and Secret: its JIT config is lost. Start over.
-            log.warning("runner Job has no Secret; replacing it", extra={"job": plan.name})
-            await self._kube.delete("jobs", plan.name, namespace=plan.namespace)
-            self._inventory.forget(plan.name)
-        jit = await self._jit_config(plan)
-        if jit is None:
-            return "exists"
-        job, created = await self._kube.create_job(manifests.runner_job(plan, runner_id=jit.runner_id))
-        self._inventory.observe(job)
-        self._limiter.release(plan)  # the Job counts itself now
-        if not created:
-            # Another launch of the same job won the race; the runner registered here is surplus.
-            await self._forget_runner(plan, jit.runner_id)
-            return "exists"
-        secret = manifests.runner_secret(plan, credential=jit.encoded, job_uid=job["metadata"]["uid"])
-        await self._kube.create_secret(secret)
-        return "created"
-
-    async def _jit_config(self, plan: RunnerPlan) -> JitConfig | None:
-        """One JIT runner named `plan.name`. If GitHub has a runner of that name (an earlier attempt died
-        after registering it) and it is offline and idle, it is deleted and registered again — unless its
-        Job exists by now (another replica's launch of the same job won): then None — or this process has
-        seen it for less than `orphan_grace_seconds` (another replica may be between registering it and
-        making its Job): then `RunnerNameTaken`, and a later attempt (the reconciler's) decides again."""
-        if plan.scope.kind == "org" and plan.pool.runner_group:
-            group_id = await self._github.runner_group_id(
-                installation_id=plan.installation_id, org=plan.scope.owner, name=plan.pool.runner_group
-            )
-        else:
-            group_id = DEFAULT_RUNNER_GROUP_ID
-
-        async def generate() -> JitConfig:
-            return await self._github.generate_jitconfig(
-                installation_id=plan.installation_id,
-                scope=plan.scope,
-                name=plan.name,
-                runner_group_id=group_id,
-                labels=list(plan.pool.labels),
-            )
-
-        try:
-            return await generate()
-        except GitHubError as exc:
-            if exc.status != 409:
-                raise
-        runner = await self._github.find_runner(
-            installation_id=plan.installation_id, scope=plan.scope, name=plan.name
-        )
-        if runner is not None:
-            if runner.busy or runner.status != "offline":
-                state = "busy" if runner.busy else runner.status
-                raise RunnerNameTaken(f"runner {plan.name} exists in GitHub and is {state}; not replacing it")
-            if await self._kube.get("jobs", plan.name, namespace=plan.namespace) is not None:
-                return None  # another replica registered it and has just made its Job: that launch won
-            age = self._sightings.age(runner.id)
-            if age < self.settings.orphan_grace_seconds:
-                # another replica may have registered it a moment ago and be about to make its Job
-                raise RunnerNameTaken(
-                    f"runner {plan.name} exists in GitHub, offline, seen for {age:.0f}s only"
-                    " (another replica may be starting it); not replacing it yet"
-                )
-            log.info("deleting the offline runner left by an earlier attempt", extra={"runner_id": runner.id})
-            await self._github.delete_runner(
-                installation_id=plan.installation_id, scope=plan.scope, runner_id=runner.id
-            )
-            self._sightings.forget(runner.id)
-        return await generate()
-
-    async def _forget_runner(self, plan: RunnerPlan, runner_id: int) -> None:
-        try:
-            await self._github.delete_runner(
-                installation_id=plan.installation_id, scope=plan.scope, runner_id=runner_id
-            )
-        except GitHubError as exc:
-            log.warning("could not delete a surplus JIT runner: %s", exc, extra={"runner_id": runner_id})
