@@ -452,14 +452,14 @@ def _add_status_parsers(commands: Any) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    """``ghapp status`` / ``ghapp usage``: fetch /status.json of a running ghapp and print it for people."""
+    """``ghapp status`` / ``ghapp usage``: fetch /status.json of a running ghapp and print it for people
+    (exit 2 with one error line when it cannot be read)."""
     from ghapp import statuspage
 
     try:
         url = args.url or f"http://127.0.0.1:{load_settings().admin_port}/status.json"
     except GhappError as exc:
-        print(f"ghapp: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
 
     async def fetch() -> Any:
         timeout = aiohttp.ClientTimeout(total=30)
@@ -471,11 +471,9 @@ def status_command(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(fetch())
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        print(f"ghapp: error: cannot read {url}: {exc or type(exc).__name__}", file=sys.stderr)
-        return 1
+        return fail(f"cannot read {url}: {exc or type(exc).__name__}")
     except GhappError as exc:
-        print(f"ghapp: error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc))
     if args.json:
         print(json.dumps(status if args.command == "status" else status["usage"], indent=2))
     else:

@@ -181,3 +181,20 @@ def test_cluster_errors_name_the_server_and_the_context(base_env: dict[str, str]
     line = one_error_line(run("setup", "--port", "0", env=base_env))  # nothing listens on the server
     assert line.startswith("ghapp: error: cannot write Secret ghapp/ghapp-credentials")
     assert line.endswith(f"(API server http://127.0.0.1:1, context dev of {base_env['KUBECONFIG']})")
+
+
+@pytest.mark.parametrize("command", ["status", "usage"])
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_status_and_usage_without_a_running_ghapp_say_so_in_one_line(
+    command: str, log_format: str, base_env: dict[str, str]
+) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/status.json"
+    line = one_error_line(run(command, "--url", url, env={**base_env, "GHAPP_LOG_FORMAT": log_format}))
+    if log_format == "json":
+        record = json.loads(line)
+        assert record["level"] == "error"
+        assert f"cannot read {url}" in record["message"]
+    else:
+        assert line.startswith(f"ghapp: error: cannot read {url}: ")

@@ -188,7 +188,7 @@ async def test_ghapp_status_and_usage_in_a_terminal(
     assert json.loads(out)["pools"][0]["name"] == "linux"
 
     code, _, err = await run_cli("status", "--url", "http://127.0.0.1:9/status.json")
-    assert code == 1
+    assert code == 2  # as every command that cannot do its job (tests/test_errors.py)
     assert err.startswith("ghapp: error: cannot read http://127.0.0.1:9/status.json")
     assert "Traceback" not in err
 
