@@ -285,12 +285,20 @@ class Reconciler:
         """Every installation's targets, `scan_concurrency` repositories at a time over all of them."""
         scan = _Scan()
         slots = asyncio.Semaphore(self._settings.scan_concurrency)
+
+        async def scan_installation(installation_id: int, repositories: list[str]) -> None:
+            try:
+                await self._scan_installation(installation_id, repositories, scan, report, slots)
+            except GhappError as exc:  # reported here, so that it stops neither the others nor the pass
+                report.errors.append(f"scan of installation {installation_id}: {exc}")
+                log.warning(
+                    "scanning an installation failed: %s", exc, extra={"installation_id": installation_id}
+                )
+
         async with asyncio.TaskGroup() as group:
             for installation_id, repositories in self._targets().items():
                 if not self._installations.out_of_service(installation_id):
-                    group.create_task(
-                        self._scan_installation(installation_id, sorted(repositories), scan, report, slots)
-                    )
+                    group.create_task(scan_installation(installation_id, sorted(repositories)))
         return scan
 
     async def _scan_installation(
@@ -352,8 +360,8 @@ class Reconciler:
         slots: asyncio.Semaphore,
     ) -> None:
         """Each repository as a slot frees up, in turn from where the last pass stopped; when the budget runs
-        out (listings in flight may overdraw it by fewer than `scan_concurrency` requests), the rest wait for
-        the next pass, which starts with the first of them."""
+        out (each request takes its share before it is sent, so listings made at once never overdraw it),
+        the rest wait for the next pass, which starts with the first of them."""
         start = bisect.bisect_left(repositories, self._scan_from.pop(installation_id, ""))
         order = repositories[start:] + repositories[:start]
         spent_at: list[int] = []  # positions in `order` whose scan found the budget spent

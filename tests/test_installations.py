@@ -133,3 +133,23 @@ async def test_uninstalling_removes_that_installations_jobs_and_secrets_on_a_rea
     assert names(await cluster.objects("secrets", cluster_namespace, selector=managed)) == {f"ghapp-{alice}"}
     report = await ghapp.services.reconciler.reconcile_once()
     assert report.errors == []
+
+
+async def test_a_failure_while_the_scan_retires_an_installation_is_reported_and_the_pass_goes_on(
+    ghapp: Ghapp, github: FakeGitHub
+) -> None:
+    acme = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
+    alice = await ghapp.queue(installation_id=USER_INSTALLATION, repository="alice/tools", labels=LINUX)
+    await ghapp.settle()
+    github.delete_installation(ORG_INSTALLATION)  # its token is refused: the scan finds it gone
+    ghapp.kube.fail_next(1, status=403, verb="list", resource="jobs")  # and removing its runners fails
+    alice_scans = len(github.calls_to("GET", "/repos/alice/tools/actions/runs"))
+
+    report = await ghapp.services.reconciler.reconcile_once()  # returns: the failure is in its report
+    assert any(error.startswith(f"scan of installation {ORG_INSTALLATION}:") for error in report.errors)
+    assert ghapp.services.installations.out_of_service(ORG_INSTALLATION)
+    assert len(github.calls_to("GET", "/repos/alice/tools/actions/runs")) > alice_scans  # the other went on
+
+    await ghapp.services.reconciler.reconcile_once()  # the next pass finishes removing acme's runners
+    assert names(ghapp.runner_jobs()) == {f"ghapp-{alice}"}
+    assert f"ghapp-{acme}" not in names(ghapp.runner_secrets())
