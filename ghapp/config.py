@@ -420,9 +420,10 @@ class Settings(BaseModel):
     reconcile_rate_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     """GHAPP_RECONCILE_RATE_SHARE: most of an installation's rate limit the queued-job scan may spend (that
     share of each window's limit, and of what remains when a pass starts)."""
-    scan_concurrency: Annotated[int, Field(ge=1, le=50)] = 8
-    """GHAPP_SCAN_CONCURRENCY: most repositories the queued-job scan lists at once, all installations together
-    (GitHub refuses more than 100 concurrent requests)."""
+    scan_concurrency: Annotated[int, Field(ge=1, le=50)] = 1
+    """GHAPP_SCAN_CONCURRENCY: most repositories the queued-job scan lists at once, over all installations.
+    GitHub asks integrators to make requests one after another (its secondary limits: 900 points a minute per
+    endpoint, 100 requests at once); more shortens the passes of very large organisations."""
     github_cache_entries: Annotated[int, Field(ge=0)] = 20_000
     """GHAPP_GITHUB_CACHE_ENTRIES: GitHub answers kept for conditional requests (ETag; a 304 answer costs no
     rate limit); 0: none."""

@@ -381,9 +381,15 @@ class Reconciler:
                     report.errors.append(f"scan {repository}: {exc}")
                     log.warning("scanning %s for queued jobs failed: %s", repository, exc)
 
-        async with asyncio.TaskGroup() as group:
-            for index, repository in enumerate(order):
-                group.create_task(scan_one(index, repository))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, repository in enumerate(order):
+                    group.create_task(scan_one(index, repository))
+        except asyncio.CancelledError:  # the pass is cut off: the next one goes on from here
+            left = next((repository for repository in order if repository not in scan.complete), None)
+            if left is not None:
+                self._scan_from[installation_id] = left
+            raise
         waiting: list[str] = []
         if spent_at:
             first = min(spent_at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -183,6 +184,38 @@ async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_o
     assert report.repositories_deferred == 0
     assert ghapp.metric("ghapp_scan_repositories_waiting", installation=str(ORG_INSTALLATION)) == 0
     assert names(ghapp.runner_jobs()) >= {f"ghapp-{job}" for job in lost}
+
+
+async def test_a_pass_cut_off_in_the_middle_of_its_scan_leaves_the_rest_to_the_next_pass(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
+) -> None:
+    ghapp = await ghapp_with(GHAPP_RECONCILE_TIMEOUT_SECONDS="60")
+    repositories = [f"acme/r{i}" for i in range(4)]
+    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
+    for repository in repositories:
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+    await ghapp.settle()
+
+    def runs_listed(since: int) -> list[str]:
+        runs = re.compile(r"/repos/acme/[^/]+/actions/runs")
+        return [c.path for c in github.calls[since:] if runs.fullmatch(c.path)]
+
+    gate = github.gate("/repos/acme/r2/actions/runs")  # GitHub does not answer for acme/r2
+    since = len(github.calls)
+    first = asyncio.create_task(ghapp.services.reconciler.reconcile_once())
+    await wait_for(lambda: gate.in_flight == 1, what="the scan waiting for acme/r2")
+    clock.advance(61)  # the pass's deadline
+    report = await first
+    assert report.errors == ["pass cut off after 60 s"]
+    assert runs_listed(since)[0] == "/repos/acme/r0/actions/runs"  # one repository after another
+    gate.open()
+
+    since = len(github.calls)
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert report.errors == []
+    listed = runs_listed(since)
+    assert listed[0] == "/repos/acme/r2/actions/runs"  # where the cut-off pass stopped, not from the start
+    assert {path.split("/")[3] for path in listed} == {"r0", "r1", "r2", "r3"}
 
 
 async def test_a_pass_budgets_by_the_installations_own_limit_asked_of_github_when_unknown(
