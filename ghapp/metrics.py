@@ -86,8 +86,8 @@ class Metrics:
         )
         self.scan_repositories_waiting = Gauge(
             "ghapp_scan_repositories_waiting",
-            "Repositories the latest reconcile pass left for the next because its rate-limit budget was "
-            "spent, by installation (0: every repository was scanned).",
+            "Repositories the latest reconcile pass left for the next because its rate-limit budget (or the "
+            "scan's half of the pass's time) was spent, by installation (0: every repository was scanned).",
             ["installation"],
             registry=r,
         )

@@ -67,7 +67,8 @@ class PassReport:
     orphan_secret_deleted: int = 0
     queued_seen: int = 0
     repositories_deferred: int = 0
-    """Repositories left for the next pass because this pass's rate-limit budget was spent."""
+    """Repositories left for the next pass because this pass's rate-limit budget (or the scan's half of the
+    pass's time) was spent."""
     repositories_dropped: int = 0
     """Repositories GitHub answered 404 for: no longer scanned."""
     installations_retired: int = 0
@@ -144,6 +145,7 @@ class Reconciler:
         """The latest pass this replica ran, and when it ended."""
         self._budgets = ScanBudgets(share=settings.reconcile_rate_share)
         self._scan_from: dict[int, str] = {}  # installation → the repository its next scan starts with
+        self._pass_started = 0.0
 
     async def run_forever(self) -> None:
         """A pass every `reconcile_interval_seconds` until cancelled; one broken pass does not end it."""
@@ -159,7 +161,7 @@ class Reconciler:
         """One full pass; a failing step is logged and the others still run. A pass still running after
         `reconcile_timeout_seconds` (a call that hangs: a list that never answers) is cut off there."""
         report = PassReport()
-        started = self._clock.now()
+        started = self._pass_started = self._clock.now()
         limit = self._settings.reconcile_timeout_seconds
         self._ended.clear()
         try:
@@ -359,17 +361,25 @@ class Reconciler:
         budget: Budget,
         slots: asyncio.Semaphore,
     ) -> None:
-        """Each repository as a slot frees up, in turn from where the last pass stopped; when the budget runs
-        out (each request takes its share before it is sent, so listings made at once never overdraw it),
-        the rest wait for the next pass, which starts with the first of them."""
+        """Each repository as a slot frees up, in turn from where the last pass stopped. When the budget runs
+        out (each request takes its share before it is sent, so listings made at once never overdraw it), or
+        the scan has taken half the pass's time (`reconcile_timeout_seconds`: the pass's other steps get the
+        rest), the rest wait for the next pass, which starts with the first of them."""
         start = bisect.bisect_left(repositories, self._scan_from.pop(installation_id, ""))
         order = repositories[start:] + repositories[:start]
-        spent_at: list[int] = []  # positions in `order` whose scan found the budget spent
+        spent_at: list[int] = []  # positions in `order` whose scan found the budget or the time spent
+        out_of_time = False
         gone: list[InstallationGone] = []
+        scan_until = self._pass_started + self._settings.reconcile_timeout_seconds / 2
 
         async def scan_one(index: int, repository: str) -> None:
+            nonlocal out_of_time
             async with slots:
                 if spent_at or gone:
+                    return
+                if self._clock.now() >= scan_until:
+                    out_of_time = True
+                    spent_at.append(index)
                     return
                 try:
                     await self._scan_repository(installation_id, repository, scan, report, budget)
@@ -401,7 +411,8 @@ class Reconciler:
             self._scan_from[installation_id] = order[first]
             report.repositories_deferred += len(waiting)
             log.warning(
-                "rate-limit budget of this pass spent; %d repositories wait for the next pass",
+                "%s of this pass spent; %d repositories wait for the next pass",
+                "time" if out_of_time else "rate-limit budget",
                 len(waiting),
                 extra={"installation_id": installation_id, "spent": budget.spent},
             )

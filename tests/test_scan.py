@@ -218,6 +218,34 @@ async def test_a_pass_cut_off_in_the_middle_of_its_scan_leaves_the_rest_to_the_n
     assert {path.split("/")[3] for path in listed} == {"r0", "r1", "r2", "r3"}
 
 
+async def test_a_scan_that_took_half_the_pass_time_leaves_the_rest_and_the_pass_goes_on(
+    ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
+) -> None:
+    ghapp = await ghapp_with(GHAPP_RECONCILE_TIMEOUT_SECONDS="60")
+    repositories = [f"acme/r{i}" for i in range(4)]
+    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
+    for repository in repositories:
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+    await ghapp.settle()
+
+    gate = github.gate("/repos/acme/r1/actions/runs")  # GitHub is slow to answer for acme/r1 ...
+    first = asyncio.create_task(ghapp.services.reconciler.reconcile_once())
+    await wait_for(lambda: gate.in_flight == 1, what="the scan waiting for acme/r1")
+    clock.advance(31)  # ... so slow that half of the pass's 60 s have gone by
+    gate.open()
+    report = await first
+    assert report.errors == []  # not cut off: the pass's other steps ran
+    assert report.repositories_deferred == 2  # acme/r2 and acme/r3
+    assert ghapp.metric("ghapp_scan_repositories_waiting", installation=str(ORG_INSTALLATION)) == 2
+
+    since = len(github.calls)
+    report = await ghapp.services.reconciler.reconcile_once()
+    assert (report.errors, report.repositories_deferred) == ([], 0)
+    runs = re.compile(r"/repos/acme/[^/]+/actions/runs")
+    first_listed = next(c.path for c in github.calls[since:] if runs.fullmatch(c.path))
+    assert first_listed == "/repos/acme/r2/actions/runs"
+
+
 async def test_a_pass_budgets_by_the_installations_own_limit_asked_of_github_when_unknown(
     ghapp: Ghapp, github: FakeGitHub, clock: ManualClock
 ) -> None:
