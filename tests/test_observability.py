@@ -130,13 +130,14 @@ def test_the_alert_rules_pass_promtool(tmp_path: Path) -> None:
         "GhappRunnerJobsFailing",
         "GhappReconcileFailing",
         "GhappRateLimitNearlySpent",
+        "GhappScanFallingBehind",
         "GhappLeaderMissing",
     }
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rule_groups()))
     result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def expected(alert: str, **labels: str) -> dict[str, Any]:
@@ -195,6 +196,20 @@ def expected(alert: str, **labels: str) -> dict[str, Any]:
             "5m",
             {"pool": "linux"},
         ),
+        # the leader's passes leave repositories of one installation waiting for hours; a former leader's
+        # last value (pod b) is no alert
+        (
+            "GhappScanFallingBehind",
+            {
+                'ghapp_leader{pod="a"}': "1x300",
+                'ghapp_leader{pod="b"}': "0x300",
+                'ghapp_scan_repositories_waiting{installation="42",pod="a"}': "120x300",
+                'ghapp_scan_repositories_waiting{installation="43",pod="a"}': "0x300",
+                'ghapp_scan_repositories_waiting{installation="43",pod="b"}': "70x300",
+            },
+            "4h",
+            {"installation": "42"},
+        ),
         # every launch of a pool fails
         (
             "GhappPoolLaunchesFailing",
@@ -249,6 +264,7 @@ def test_a_healthy_ghapp_raises_no_alert(tmp_path: Path) -> None:
         'ghapp_runner_failures_total{pool="linux",reason="image_pull"}': "0 1 1x58",
         'ghapp_job_queued_to_started_seconds_bucket{pool="linux",le="60"}': "0+3x60",
         'ghapp_job_queued_to_started_seconds_bucket{pool="linux",le="+Inf"}': "0+3x60",
+        'ghapp_scan_repositories_waiting{installation="42",pod="a"}': "0x60",
     }
     tests = {
         "rule_files": [str(rules)],
