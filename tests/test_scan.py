@@ -22,6 +22,22 @@ def names(objects: list[dict[str, object]]) -> set[str]:
     return {obj["metadata"]["name"] for obj in objects}  # type: ignore[index]
 
 
+async def active_repositories(ghapp: Ghapp, github: FakeGitHub, count: int, *, lost: bool) -> dict[str, int]:
+    """`count` repositories acme/r0, acme/r1, … granted to the org installation, each made active by a job
+    planned there (a webhook); with `lost`, each also has a queued job whose webhook was lost. Repository →
+    that lost job's id (empty without `lost`)."""
+    repositories = [f"acme/r{i}" for i in range(count)]
+    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
+    lost_jobs = {}
+    for repository in repositories:
+        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+        if lost:
+            job = github.queue_job(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
+            lost_jobs[repository] = int(job["id"])
+    await ghapp.settle()
+    return lost_jobs
+
+
 async def test_a_queued_job_inside_an_in_progress_run_gets_a_runner(ghapp: Ghapp, github: FakeGitHub) -> None:
     # a run of two jobs: the first was announced and has started, the second's webhook was lost for good
     first = await ghapp.queue(installation_id=ORG_INSTALLATION, repository="acme/webapp", labels=LINUX)
@@ -91,15 +107,8 @@ async def test_a_pass_spends_its_budget_then_the_next_ones_go_on_where_it_stoppe
         GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400",
         GHAPP_SCAN_CONCURRENCY="1",
     )
-    repositories = [f"acme/r{i}" for i in range(4)]
-    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
-    lost = {}
-    for repository in repositories:
-        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
-        lost[repository] = github.queue_job(
-            installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX
-        )["id"]
-    await ghapp.settle()
+    lost = await active_repositories(ghapp, github, 4, lost=True)
+    repositories = list(lost)
 
     def scan_calls(status: int | None = None) -> int:
         calls = github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?")
@@ -145,15 +154,7 @@ async def test_the_scan_lists_repositories_at_once_up_to_its_setting_and_never_o
         GHAPP_REGISTRATION_TIMEOUT_SECONDS="86400",
         GHAPP_SCAN_CONCURRENCY="3",
     )
-    repositories = [f"acme/r{i}" for i in range(8)]
-    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
-    lost = []
-    for repository in repositories:
-        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
-        lost.append(
-            github.queue_job(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)["id"]
-        )
-    await ghapp.settle()
+    lost = (await active_repositories(ghapp, github, 8, lost=True)).values()
 
     def counted_scan_calls() -> int:
         calls = github.calls_to("GET", r"/repos/acme/[^/]+/actions/runs(/\d+/jobs)?")
@@ -190,11 +191,7 @@ async def test_a_pass_cut_off_in_the_middle_of_its_scan_leaves_the_rest_to_the_n
     ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
 ) -> None:
     ghapp = await ghapp_with(GHAPP_RECONCILE_TIMEOUT_SECONDS="60")
-    repositories = [f"acme/r{i}" for i in range(4)]
-    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
-    for repository in repositories:
-        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
-    await ghapp.settle()
+    await active_repositories(ghapp, github, 4, lost=False)
 
     def runs_listed(since: int) -> list[str]:
         runs = re.compile(r"/repos/acme/[^/]+/actions/runs")
@@ -222,11 +219,7 @@ async def test_a_scan_that_took_half_the_pass_time_leaves_the_rest_and_the_pass_
     ghapp_with: Callable[..., Awaitable[Ghapp]], github: FakeGitHub, clock: ManualClock
 ) -> None:
     ghapp = await ghapp_with(GHAPP_RECONCILE_TIMEOUT_SECONDS="60")
-    repositories = [f"acme/r{i}" for i in range(4)]
-    github.installation(ORG_INSTALLATION).repositories.extend(r.split("/")[1] for r in repositories)
-    for repository in repositories:
-        await ghapp.queue(installation_id=ORG_INSTALLATION, repository=repository, labels=LINUX)
-    await ghapp.settle()
+    await active_repositories(ghapp, github, 4, lost=False)
 
     gate = github.gate("/repos/acme/r1/actions/runs")  # GitHub is slow to answer for acme/r1 ...
     first = asyncio.create_task(ghapp.services.reconciler.reconcile_once())
