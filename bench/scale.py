@@ -17,11 +17,15 @@ this reuses), twice per configuration:
    marks K Jobs failed in the emulator (K MODIFIED watch events) and waits until ghapp's
    ``ghapp_runner_jobs{state="failed"}`` shows all K; CPU per event is ghapp's CPU over that span less its
    idle rate. Then webhooks at ``--rate`` deliveries/s for ``--webhook-seconds``: delivery → Job latency.
-2. ``GHAPP_RECONCILE_INTERVAL_SECONDS=1``: passes back to back. After ``--warmup`` passes (the first lists
-   everything and fills the conditional-request cache), ``--passes`` passes are measured: GitHub requests
+   The jobs those webhooks queued are then completed and their Jobs removed (the steady organisation again).
+2. ``GHAPP_RECONCILE_INTERVAL_SECONDS=1``: passes back to back. The first lists everything and fills the
+   conditional-request cache (its counted requests: the restart cost); passes go on until one leaves no
+   repository waiting (``ghapp_scan_repositories_waiting``) and at least ``--warmup`` have run; then
+   ``--passes`` passes are measured: GitHub requests
    per pass, counted against a rate limit (any status but 304) and 304s, per installation; pass time
    (``ghapp_reconcile_pass_seconds``); ghapp CPU seconds per pass (/proc/PID/stat); RSS.
 
+Each phase starts in a fresh rate-limit window of ``--github-limit`` requests per installation.
 Per hour is **extrapolated** from the measured passes: the default interval is 60 s, so an hour of steady
 state is 60 passes, plus one installation token per installation per hour (tokens live an hour). Nothing is
 asserted on wall time; the machine is shared, so CPU seconds (resource usage) are reported next to it.
